@@ -1,0 +1,24 @@
+# `make demo` and `make test` need nothing installed but Python 3.11+: both create .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -e '.[embedded,dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/longform build --config configs/demo.toml
+	$(BIN)/longform query "select writer, count(*) as samples, round(median(length_score), 1) as median_S_l from samples group by writer"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) datasets_out/*.duckdb* datasets_out/demo

@@ -1,0 +1,38 @@
+"""The `build` flow: load → write → score → store → export."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from prefect import flow
+from prefect.runtime import flow_run
+
+from flows.stages import export_stage, register_prompts, write_shard
+from longform.config import load_settings
+from longform.progress import reporter
+from longform.prompts import load_prompts, required_prompts_path
+from longform.session import build_session
+
+
+@flow(name="build")
+async def build(config: str, prompts: str | None = None, limit: int | None = None,
+                db: str | None = None) -> dict:
+    settings = load_settings(Path(config), **{"build.prompts": prompts, "build.db": db})
+    prompts_path = required_prompts_path(settings, config)
+    prompt_list = load_prompts(prompts_path, limit)
+    items = [(p, i) for p in prompt_list for i in range(settings.build.samples_per_prompt)]
+    size = settings.build.shard_size
+
+    async with build_session(settings, prompts_path=prompts_path, prefect_flow_run_id=flow_run.id) as session:
+        register_prompts(session, prompt_list, str(prompts_path))
+        reporter().start(len(items) * len(settings.writers.enabled), session.engine)
+        try:
+            await asyncio.gather(*(write_shard(session, writer, items[i:i + size])
+                                   for writer in settings.writers.enabled
+                                   for i in range(0, len(items), size)))
+        finally:
+            reporter().stop()
+        if settings.export.enabled:
+            export_stage(session)
+        return session.summary()

@@ -1,0 +1,201 @@
+"""`longform`: the command line.
+
+Input is validated here, before Prefect or a model starts, so a bad config or prompts file costs
+one line of output and exit code 2. Errors that are bugs keep their traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+import logging
+import os
+import sys
+from contextlib import contextmanager
+from enum import Enum
+from pathlib import Path
+from typing import Iterator, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, SpinnerColumn, \
+    TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+from longform.errors import LongformError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False,
+                  help="Build long-output SFT/DPO data with AgentWrite on local models.")
+console = Console()
+err_console = Console(stderr=True)
+DEFAULT_DB = Path("datasets_out/corpus.duckdb")
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    try:
+        yield
+    except LongformError as e:
+        err_console.print(f"[bold red]error:[/] {e}", markup=True, highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        err_console.print("[bold red]interrupted[/]: the run is recorded as interrupted; rerun the same"
+                          " command to resume from the request cache")
+        raise typer.Exit(130) from None
+
+
+def _quiet_prefect() -> None:
+    # The CLI draws its own progress; Prefect's INFO lines would tear it. Errors that reach the
+    # user are printed once, by _user_errors, so Prefect's copy with a traceback is dropped too.
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    import prefect  # noqa: F401  (configures logging on import)
+
+    for name in ("prefect.flow_runs", "prefect.task_runs"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+@app.command()
+def build(
+    config: Path = typer.Option(..., "--config", "-c", help="TOML config file."),
+    prompts: Optional[Path] = typer.Option(None, help="JSONL prompts file (overrides [build] prompts)."),
+    limit: Optional[int] = typer.Option(None, min=1, help="Use only the first N prompts."),
+    db: Optional[Path] = typer.Option(None, help="DuckDB file (overrides [build] db)."),
+) -> None:
+    """Write, score, store and export a corpus as the config says."""
+    with _user_errors():
+        from longform.config import load_settings
+        from longform.prompts import load_prompts, required_prompts_path
+
+        settings = load_settings(config, **{"build.prompts": prompts, "build.db": db})
+        load_prompts(required_prompts_path(settings, config), limit)
+        _quiet_prefect()
+        from flows.build import build as build_flow
+        from longform.progress import set_reporter
+
+        with _RichReporter() as reporter:
+            set_reporter(reporter)
+            try:
+                summary = asyncio.run(build_flow(config=str(config), prompts=_opt(prompts), limit=limit,
+                                                 db=_opt(db)))
+            finally:
+                set_reporter(None)
+        _print_summary(summary)
+        if summary["samples"] == 0:
+            raise LongformError(f"no sample was written ({summary['failures']}); see the failures table")
+
+
+def _opt(path: Optional[Path]) -> Optional[str]:
+    return str(path) if path is not None else None
+
+
+class Format(str, Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+@app.command()
+def query(
+    sql: str = typer.Argument(..., help="SQL to run, read-only."),
+    db: Path = typer.Option(DEFAULT_DB, help="DuckDB file."),
+    format: Format = typer.Option(Format.table, "--format", "-f"),
+) -> None:
+    """Run SQL over the corpus (the database is opened read-only)."""
+    with _user_errors():
+        from longform.store import Store
+
+        store = Store.open_read_only(db)
+        try:
+            columns, rows = store.query(sql)
+        finally:
+            store.close()
+        if format is Format.csv:
+            writer = csv.writer(sys.stdout)
+            writer.writerow(columns)
+            writer.writerows(rows)
+        elif format is Format.json:
+            print(json.dumps([dict(zip(columns, r)) for r in rows], ensure_ascii=False, default=str, indent=1))
+        else:
+            table = Table(*columns, show_lines=False)
+            for row in rows:
+                table.add_row(*("NULL" if v is None else str(v) for v in row))
+            console.print(table)
+
+
+class _EngineColumn(ProgressColumn):
+    def __init__(self, reporter: "_RichReporter"):
+        super().__init__()
+        self._reporter = reporter
+
+    def render(self, task) -> Text:
+        engine = self._reporter.engine
+        if engine is None:
+            return Text("starting model endpoint…", style="dim")
+        try:
+            totals = engine.totals()
+        except RuntimeError:  # a stage was added while we read; next refresh will show it
+            return Text("")
+        elapsed = task.elapsed or 0.0
+        rate = totals.tokens_out / elapsed if elapsed > 0 else 0.0
+        return Text(f"{rate:,.0f} tok/s · {totals.requests} sent · {totals.cache_hits} cached"
+                    f" · {sum(totals.errors.values())} errors", style="cyan")
+
+
+class _RichReporter:
+    def __init__(self) -> None:
+        self.engine = None
+        self._progress = Progress(SpinnerColumn(), TextColumn("samples"), BarColumn(), MofNCompleteColumn(),
+                                  TimeElapsedColumn(), _EngineColumn(self), console=err_console, transient=False)
+        self._task = self._progress.add_task("samples", total=None)
+        self.failed = 0
+
+    def __enter__(self) -> "_RichReporter":
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+    def start(self, total_samples: int, engine: object) -> None:
+        self.engine = engine
+        self._progress.update(self._task, total=total_samples)
+        self._progress.reset(self._task, total=total_samples)
+
+    def sample_done(self, ok: bool) -> None:
+        self.failed += int(not ok)
+        self._progress.advance(self._task)
+
+    def stop(self) -> None:
+        self._progress.refresh()
+
+
+def _print_summary(s: dict) -> None:
+    table = Table(title=f"build {s['name']} · run {s['run_id']}", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    failures = ", ".join(f"{k} × {v}" for k, v in s["failures"].items()) or "none"
+    rows = [
+        ("samples", f"{s['samples']} ({s['new_samples']} new)"),
+        ("failures", failures),
+        ("median length score S_l", "n/a" if s["median_length_score"] is None else f"{s['median_length_score']:.1f}"),
+        ("model requests sent", str(s["requests_sent"])),
+        ("answered from cache", str(s["cache_hits"])),
+        ("tokens in / out", f"{s['tokens_in']:,} / {s['tokens_out']:,}"),
+        ("truncated answers", str(s["truncated"])),
+        ("request errors", ", ".join(f"{k} × {v}" for k, v in s["request_errors"].items()) or "none"),
+        ("wall time", f"{s['wall_s']:.1f} s"),
+        ("exported to", s["export_dir"] or "(export disabled)"),
+    ]
+    for key, value in rows:
+        table.add_row(key, value)
+    console.print(table)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

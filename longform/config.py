@@ -1,0 +1,144 @@
+"""Every setting, validated once at the edge.
+
+One pydantic model per concern; unknown keys are errors (a mistyped key silently ignored is a
+build that runs with the wrong settings). Secrets are never part of the config: an endpoint names
+the environment variable that holds its key, so a config snapshot can be stored as it is.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from longform.errors import LongformError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BuildConfig(_Section):
+    name: str = Field("build", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    prompts: Path | None = None
+    db: Path = Path("datasets_out/corpus.duckdb")
+    out_dir: Path = Path("datasets_out")
+    samples_per_prompt: int = Field(1, ge=1)
+    seed: int = 0
+    # Prompts per Prefect task. Concurrency lives in the engine, so a shard is a unit of
+    # bookkeeping (retry, observability), not of parallelism.
+    shard_size: int = Field(256, ge=1)
+
+
+class EndpointConfig(_Section):
+    kind: Literal["embedded", "openai"] = "embedded"
+    base_url: str | None = None
+    model: str | None = None
+    api_key_env: str | None = None
+    # The embedded server answers one request at a time; a second in flight keeps it busy
+    # while the client handles the first answer.
+    concurrency: int = Field(2, ge=1)
+    timeout_s: float = Field(600.0, gt=0)
+    max_attempts: int = Field(5, ge=1)
+    max_rate_limit_waits: int = Field(10, ge=0)
+    backoff_base_s: float = Field(0.5, gt=0)
+    backoff_max_s: float = Field(30.0, gt=0)
+    # Structured-output dialect: llama-cpp-python takes {"type": "json_object", "schema": ...},
+    # vLLM/SGLang/OpenAI take {"type": "json_schema", ...}. "auto" picks by `kind`.
+    json_dialect: Literal["auto", "json_object", "json_schema", "none"] = "auto"
+    context_window: int = Field(8192, ge=512)
+    # Embedded server only.
+    n_threads: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _check_kind(self) -> "EndpointConfig":
+        if self.kind == "openai" and not self.base_url:
+            raise ValueError("kind = \"openai\" needs base_url (e.g. \"http://localhost:8000/v1\")")
+        if self.kind == "embedded" and self.base_url:
+            raise ValueError("base_url is set but kind = \"embedded\"; set kind = \"openai\" to use it")
+        return self
+
+    @property
+    def dialect(self) -> str:
+        if self.json_dialect != "auto":
+            return self.json_dialect
+        return "json_object" if self.kind == "embedded" else "json_schema"
+
+
+class GenerationConfig(_Section):
+    temperature: float = Field(0.7, ge=0)
+    top_p: float = Field(0.95, gt=0, le=1)
+
+
+class AgentWriteConfig(_Section):
+    max_steps: int = Field(50, ge=1, le=50)
+    # LongWriter asks for paragraphs of 200-1000 words; a planned step above this is split.
+    max_section_words: int = Field(1000, ge=50)
+    plan_max_tokens: int = Field(1024, ge=64)
+    # Used when an instruction names no length and has no target_words.
+    default_words: int = Field(1000, ge=50)
+    # max_tokens per section = words budget x tokens_per_word x headroom. The ratio is
+    # re-measured from each sample's own answers once it has one.
+    tokens_per_word: float = Field(1.5, gt=0)
+    headroom: float = Field(1.5, ge=1)
+    # A section shorter than this share of its budget gets continuation requests.
+    min_section_ratio: float = Field(0.6, ge=0, le=1)
+    max_continuations: int = Field(2, ge=0)
+
+
+class WritersConfig(_Section):
+    enabled: list[Literal["agentwrite"]] = ["agentwrite"]
+
+
+class ExportConfig(_Section):
+    enabled: bool = True
+    min_length_score: float = Field(0.0, ge=0, le=100)
+
+
+class Settings(_Section):
+    build: BuildConfig = BuildConfig()
+    endpoint: EndpointConfig = EndpointConfig()
+    generation: GenerationConfig = GenerationConfig()
+    writers: WritersConfig = WritersConfig()
+    agentwrite: AgentWriteConfig = AgentWriteConfig()
+    export: ExportConfig = ExportConfig()
+
+    def snapshot(self) -> dict:
+        """The config as stored with a run. Holds no secrets: keys are referenced by env var name."""
+        return self.model_dump(mode="json")
+
+
+def load_settings(path: Path, **overrides: object) -> Settings:
+    """Read and validate a TOML config; `overrides` are `section.key` values from the CLI."""
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise LongformError(f"{path}: config file not found") from None
+    except UnicodeDecodeError as e:
+        raise LongformError(f"{path}: not UTF-8 ({e.reason} at byte {e.start})") from None
+    except tomllib.TOMLDecodeError as e:
+        raise LongformError(f"{path}: invalid TOML: {e}") from None
+    for dotted, value in overrides.items():
+        if value is not None:
+            section, key = dotted.split(".")
+            raw.setdefault(section, {})[key] = value
+    return parse_settings(raw, source=str(path))
+
+
+def parse_settings(raw: dict, source: str = "<config>") -> Settings:
+    try:
+        return Settings.model_validate(raw)
+    except ValidationError as e:
+        raise LongformError(f"{source}: {describe_error(e)}") from None
+
+
+def describe_error(e: ValidationError) -> str:
+    err = e.errors()[0]
+    loc = [str(part) for part in err["loc"]]
+    where = f"[{loc[0]}] {'.'.join(loc[1:])}" if len(loc) > 1 else (loc[0] if loc else "")
+    if err["type"] == "extra_forbidden":
+        return f"unknown key {where}".rstrip()
+    msg = err["msg"].removeprefix("Value error, ")
+    return f"{where}: {msg}" if where else msg

@@ -1,0 +1,112 @@
+"""Export samples as a TRL conversational SFT dataset with a dataset card.
+
+Files are written beside their final names and renamed into place, so a crash mid-export never
+leaves a half-written Parquet file that a training job would load.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from longform.store import Store
+
+_COLUMNS = ("sample_id", "prompt_id", "instruction", "text", "words", "length_counter",
+            "required_words", "length_score", "writer", "model")
+
+
+def export_sft(store: Store, sample_ids: list[str], *, out_dir: Path, name: str,
+               min_length_score: float, run_id: str, config: dict) -> Path:
+    _, rows = store.query(
+        f"SELECT {', '.join('s.' + c if c != 'instruction' else 'p.instruction' for c in _COLUMNS)}"
+        " FROM samples s JOIN prompts p USING (prompt_id)"
+        " WHERE list_contains(?, s.sample_id) AND s.length_score >= ?"
+        " ORDER BY s.prompt_id, s.sample_index",
+        [sample_ids, min_length_score],
+    )
+    records = [dict(zip(_COLUMNS, row)) for row in rows]
+    target = out_dir / name
+    target.mkdir(parents=True, exist_ok=True)
+
+    table = pa.table({
+        "messages": [[{"role": "user", "content": r["instruction"]},
+                      {"role": "assistant", "content": r["text"]}] for r in records],
+        **{c: [r[c] for r in records] for c in _COLUMNS if c not in ("instruction", "text")},
+    })
+    _atomic(target / "sft.parquet", lambda p: pq.write_table(table, p))
+    _atomic(target / "sft.jsonl", lambda p: p.write_text(
+        "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in table.to_pylist()), encoding="utf-8"))
+    card = dataset_card(name, records, run_id=run_id, config=config, min_length_score=min_length_score,
+                        considered=len(sample_ids))
+    _atomic(target / "README.md", lambda p: p.write_text(card, encoding="utf-8"))
+    return target
+
+
+def _atomic(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def dataset_card(name: str, records: list[dict], *, run_id: str, config: dict, min_length_score: float,
+                 considered: int) -> str:
+    words = [r["words"] for r in records]
+    scores = [r["length_score"] for r in records]
+    models = sorted({r["model"] for r in records}) or [config.get("endpoint", {}).get("model") or "?"]
+    writers = sorted({r["writer"] for r in records})
+    counters = sorted({r["length_counter"] for r in records}) or ["lbw_words"]
+
+    def stats(values: list[float]) -> str:
+        if not values:
+            return "n/a"
+        return (f"min {min(values):.0f} · median {statistics.median(values):.0f} · "
+                f"mean {statistics.fmean(values):.0f} · max {max(values):.0f}")
+
+    lines = [
+        f"# {name}",
+        "",
+        "Long-output SFT data built by longform in TRL's conversational format",
+        "(`messages`: one user instruction, one assistant answer).",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| rows | {len(records)} (of {considered} samples written; kept if length score ≥ {min_length_score:g}) |",
+        f"| words per answer ({', '.join(counters)}) | {stats(words)} |",
+        f"| LongBench-Write length score S_l | {stats(scores)} |",
+        f"| generation model | {', '.join(models)} |",
+        f"| writer | {', '.join(writers) or 'n/a'} |",
+        f"| run | `{run_id}` |",
+        f"| exported | {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} |",
+        "",
+        "`lbw_words` is LongBench-Write's counter: one unit per CJK character plus one per Latin word.",
+        "",
+        "## Files",
+        "- `sft.parquet`, `sft.jsonl`: columns `messages`, `sample_id`, `prompt_id`, `words`,",
+        "  `length_counter`, `required_words`, `length_score`, `writer`, `model`.",
+        "",
+        "```python",
+        "from datasets import load_dataset",
+        f'ds = load_dataset("parquet", data_files="datasets_out/{name}/sft.parquet")["train"]',
+        "```",
+        "",
+        "## Provenance",
+        "Every row's `sample_id` is a row of the `samples` table in the longform DuckDB database; its",
+        "plan and paragraphs are in `sections`, every request that produced it in `requests`:",
+        "",
+        "```sql",
+        "select * from sections where sample_id = '<sample_id>' order by idx;",
+        "```",
+        "",
+        "## Config",
+        "```json",
+        json.dumps(config, indent=2, ensure_ascii=False),
+        "```",
+        "",
+    ]
+    return "\n".join(lines)

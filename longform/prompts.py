@@ -1,0 +1,92 @@
+"""Reading prompt files: one JSON object per line, refused line by line with a precise reason."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from longform.errors import LongformError
+
+if TYPE_CHECKING:
+    from longform.config import Settings
+
+_KNOWN = {"id", "instruction", "target_words"}
+
+
+@dataclass(frozen=True)
+class Prompt:
+    prompt_id: str
+    instruction: str
+    # The length the user asked for in the JSONL file; None means "read it from the instruction".
+    target_words: int | None = None
+    meta: dict = field(default_factory=dict, compare=False)
+
+
+def prompt_id_for(instruction: str) -> str:
+    return "p-" + hashlib.sha256(instruction.encode("utf-8")).hexdigest()[:16]
+
+
+def required_prompts_path(settings: "Settings", config_source: object) -> Path:
+    if settings.build.prompts is None:
+        raise LongformError(f"{config_source}: [build] prompts is not set; set it or pass --prompts")
+    return settings.build.prompts
+
+
+def load_prompts(path: Path, limit: int | None = None) -> list[Prompt]:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise LongformError(f"{path}: prompts file not found") from None
+    except OSError as e:
+        raise LongformError(f"{path}: cannot read ({e.strerror})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise LongformError(f"{path}:{line}: not UTF-8 (byte {e.start})") from None
+
+    prompts: list[Prompt] = []
+    seen: dict[str, int] = {}
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        prompt = _parse_line(path, lineno, line)
+        if prompt.prompt_id in seen:
+            raise LongformError(
+                f"{path}:{lineno}: duplicate prompt id {prompt.prompt_id!r} (first on line {seen[prompt.prompt_id]})"
+            )
+        seen[prompt.prompt_id] = lineno
+        prompts.append(prompt)
+        if limit is not None and len(prompts) >= limit:
+            break
+    if not prompts:
+        raise LongformError(f"{path}: no prompts in file")
+    return prompts
+
+
+def _parse_line(path: Path, lineno: int, line: str) -> Prompt:
+    where = f"{path}:{lineno}"
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise LongformError(f"{where}: malformed JSON ({e.msg} at column {e.colno})") from None
+    if not isinstance(obj, dict):
+        raise LongformError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    instruction = obj.get("instruction")
+    if not isinstance(instruction, str):
+        raise LongformError(f"{where}: missing string key 'instruction'")
+    if not instruction.strip():
+        raise LongformError(f"{where}: empty instruction")
+    target = obj.get("target_words")
+    if target is not None and (isinstance(target, bool) or not isinstance(target, int) or target <= 0):
+        raise LongformError(f"{where}: 'target_words' must be a positive integer, got {target!r}")
+    pid = obj.get("id")
+    if pid is None:
+        pid = prompt_id_for(instruction)
+    elif not isinstance(pid, (str, int)) or isinstance(pid, bool) or not str(pid).strip():
+        raise LongformError(f"{where}: 'id' must be a non-empty string or integer")
+    meta = {k: v for k, v in obj.items() if k not in _KNOWN}
+    return Prompt(prompt_id=str(pid), instruction=instruction, target_words=target, meta=meta)

@@ -1,0 +1,106 @@
+"""One build's resources and bookkeeping: the store, the run row, the endpoint and the engine.
+
+Opening a session records the run as `running`; leaving it records how it ended (finished, failed
+or interrupted) with its summary, stops the embedded server and flushes the store, whatever
+happened in between.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+import uuid
+from collections import Counter
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import AsyncIterator
+
+from longform.config import Settings
+from longform.endpoint import open_endpoint
+from longform.engine import Engine
+from longform.engine.retry import RetryPolicy
+from longform.store import Store
+
+
+@dataclass
+class Tally:
+    samples: int = 0
+    new_samples: int = 0
+    length_scores: list[float] = field(default_factory=list)
+    failures: Counter = field(default_factory=Counter)
+    sample_ids: list[str] = field(default_factory=list)
+    export_dir: str | None = None
+
+
+class BuildSession:
+    def __init__(self, settings: Settings, run_id: str, store: Store, engine: Engine):
+        self.settings = settings
+        self.run_id = run_id
+        self.store = store
+        self.engine = engine
+        self.tally = Tally()
+        self._started = time.monotonic()
+
+    def summary(self) -> dict:
+        totals = self.engine.totals()
+        scores = self.tally.length_scores
+        return {
+            "run_id": self.run_id,
+            "name": self.settings.build.name,
+            "model": self.engine.model,
+            "samples": self.tally.samples,
+            "new_samples": self.tally.new_samples,
+            "failures": dict(self.tally.failures),
+            "median_length_score": round(statistics.median(scores), 2) if scores else None,
+            "requests_sent": totals.requests,
+            "http_attempts": totals.attempts,
+            "cache_hits": totals.cache_hits,
+            "tokens_in": totals.tokens_in,
+            "tokens_out": totals.tokens_out,
+            "truncated": totals.truncated,
+            "request_errors": dict(totals.errors),
+            "lowest_concurrency": self.engine.limiter.lowest,
+            "wall_s": round(time.monotonic() - self._started, 2),
+            "export_dir": self.tally.export_dir,
+            "by_stage": {stage: {"requests": s.requests, "cache_hits": s.cache_hits,
+                                 "tokens_in": s.tokens_in, "tokens_out": s.tokens_out}
+                         for stage, s in self.engine.stats.items()},
+        }
+
+
+def new_run_id() -> str:
+    return f"r-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+
+
+@asynccontextmanager
+async def build_session(settings: Settings, *, prompts_path: Path | None,
+                        prefect_flow_run_id: str | None) -> AsyncIterator[BuildSession]:
+    store = Store.open(settings.build.db)
+    run_id = new_run_id()
+    session: BuildSession | None = None
+    status = "failed"
+    try:
+        store.start_run(run_id, settings.build.name, settings.snapshot(),
+                        str(prompts_path) if prompts_path else None, prefect_flow_run_id)
+        ep = settings.endpoint
+        with open_endpoint(ep) as endpoint:
+            engine = Engine(endpoint, store, run_id=run_id, concurrency=ep.concurrency, timeout_s=ep.timeout_s,
+                            retry=RetryPolicy(ep.max_attempts, ep.max_rate_limit_waits,
+                                              ep.backoff_base_s, ep.backoff_max_s))
+            try:
+                await engine.check()
+                session = BuildSession(settings, run_id, store, engine)
+                yield session
+                status = "finished"
+            except (KeyboardInterrupt, asyncio.CancelledError):
+                status = "interrupted"
+                raise
+            finally:
+                await engine.close()
+    finally:
+        try:
+            store.finish_run(run_id, status, session.summary() if session else {})
+        finally:
+            store.close()

@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from longform.endpoint import Endpoint
+from longform.engine import Engine
+from longform.engine.retry import RetryPolicy
+from longform.store import Store
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def embedded() -> Endpoint:
+    """The real embedded llama.cpp server, started once for the whole session."""
+    from longform.embedded import MODEL_ALIAS, EmbeddedServer
+
+    with EmbeddedServer() as server:
+        yield Endpoint(server.base_url, MODEL_ALIAS, "json_object", server.context_window)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    s = Store.open(tmp_path / "corpus.duckdb")
+    yield s
+    s.close()
+
+
+def make_engine(endpoint: Endpoint, store: Store, *, concurrency: int = 2, timeout_s: float = 60.0,
+                retry: RetryPolicy | None = None, run_id: str = "r-test") -> Engine:
+    return Engine(endpoint, store, run_id=run_id, concurrency=concurrency, timeout_s=timeout_s,
+                  retry=retry or RetryPolicy(max_attempts=4, max_rate_limit_waits=5, base_s=0.05, max_s=0.2))

@@ -1,0 +1,127 @@
+"""An OpenAI-compatible HTTP server that fails on demand.
+
+The real embedded server cannot be made to answer 503 or hang, so engine tests talk to this one
+over real HTTP. Each request takes the next scripted behaviour; when the script is empty it
+answers normally. Every request body it receives is kept, so tests can count what was sent.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections import deque
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+def ok(text: str = "an answer", finish_reason: str = "stop") -> dict:
+    return {"kind": "ok", "text": text, "finish_reason": finish_reason}
+
+
+def status(code: int, headers: dict | None = None) -> dict:
+    return {"kind": "status", "code": code, "headers": headers or {}}
+
+
+def hang(seconds: float) -> dict:
+    return {"kind": "hang", "seconds": seconds}
+
+
+def reset() -> dict:
+    return {"kind": "reset"}
+
+
+class FaultServer:
+    def __init__(self, model: str = "fault-model"):
+        self.model = model
+        self.script: deque[dict] = deque()
+        self.received: list[dict] = []
+        self.arrivals: list[float] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._lock = threading.Lock()
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
+
+    def push(self, *behaviours: dict) -> None:
+        self.script.extend(behaviours)
+
+    def __enter__(self) -> "FaultServer":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def _next(self, body: dict) -> dict:
+        with self._lock:
+            self.received.append(body)
+            self.arrivals.append(time.monotonic())
+            return self.script.popleft() if self.script else ok()
+
+    def _handler(self):
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _send(self, code: int, payload: dict, headers: dict | None = None) -> None:
+                data = json.dumps(payload).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                if self.path.rstrip("/").endswith("/models"):
+                    self._send(200, {"object": "list", "data": [{"id": server.model, "object": "model",
+                                                                 "created": 0, "owned_by": "test"}]})
+                else:
+                    self._send(404, {"error": {"message": "not found"}})
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                behaviour = server._next(body)
+                with server._lock:
+                    server.in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                try:
+                    self._act(body, behaviour)
+                finally:
+                    with server._lock:
+                        server.in_flight -= 1
+
+            def _act(self, body: dict, b: dict) -> None:
+                kind = b["kind"]
+                if kind == "reset":
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    self.close_connection = True
+                    return
+                if kind == "hang":
+                    time.sleep(b["seconds"])
+                    b = ok()
+                    kind = "ok"
+                if kind == "status":
+                    self._send(b["code"], {"error": {"message": f"injected {b['code']}", "type": "test"}},
+                               b["headers"])
+                    return
+                text = b["text"]
+                self._send(200, {
+                    "id": "cmpl-test", "object": "chat.completion", "created": 0, "model": body.get("model"),
+                    "choices": [{"index": 0, "finish_reason": b["finish_reason"],
+                                 "message": {"role": "assistant", "content": text}}],
+                    "usage": {"prompt_tokens": 10, "completion_tokens": max(1, len(text.split())),
+                              "total_tokens": 10 + max(1, len(text.split()))},
+                })
+
+        return Handler

@@ -1,0 +1,83 @@
+"""Bad config and prompt files are refused with one line naming the file, line or key."""
+
+from pathlib import Path
+
+import pytest
+
+from longform.config import load_settings
+from longform.errors import LongformError
+from longform.prompts import load_prompts, prompt_id_for
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_demo_config_is_valid():
+    settings = load_settings(ROOT / "configs" / "demo.toml")
+    assert settings.endpoint.kind == "embedded"
+    assert settings.endpoint.dialect == "json_object"
+    assert len(load_prompts(ROOT / settings.build.prompts)) == 6
+
+
+def _write(tmp_path: Path, name: str, text: str | bytes) -> Path:
+    p = tmp_path / name
+    p.write_bytes(text if isinstance(text, bytes) else text.encode())
+    return p
+
+
+@pytest.mark.parametrize("toml, message", [
+    ("[endpoint]\nconcurency = 4\n", "unknown key [endpoint] concurency"),
+    ("[buidl]\nname = 'x'\n", "unknown key buidl"),
+    ("[endpoint]\nconcurrency = 0\n", "[endpoint] concurrency: Input should be greater than or equal to 1"),
+    ("[endpoint]\nkind = 'openai'\n", "needs base_url"),
+    ("[endpoint]\napi_key = 'sk-123'\n", "unknown key [endpoint] api_key"),
+    ("[build\nname = 1\n", "invalid TOML"),
+])
+def test_bad_config_names_the_key(tmp_path, toml, message):
+    path = _write(tmp_path, "c.toml", toml)
+    with pytest.raises(LongformError) as e:
+        load_settings(path)
+    assert str(e.value).startswith(str(path))
+    assert message in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_missing_config(tmp_path):
+    with pytest.raises(LongformError, match="config file not found"):
+        load_settings(tmp_path / "nope.toml")
+
+
+def test_openai_endpoint_uses_json_schema_dialect(tmp_path):
+    path = _write(tmp_path, "c.toml", "[endpoint]\nkind = 'openai'\nbase_url = 'http://h:8000/v1'\n")
+    assert load_settings(path).endpoint.dialect == "json_schema"
+
+
+@pytest.mark.parametrize("lines, message", [
+    ('{"instruction": "a"}\n{"instruction": "b"\n', ":2: malformed JSON"),
+    ('{"instruction": "   "}\n', ":1: empty instruction"),
+    ('{"prompt": "x"}\n', ":1: missing string key 'instruction'"),
+    ('[1, 2]\n', ":1: expected a JSON object"),
+    ('{"id": "a", "instruction": "x"}\n{"id": "a", "instruction": "y"}\n', ":2: duplicate prompt id 'a'"),
+    ('{"instruction": "x", "target_words": -5}\n', ":1: 'target_words' must be a positive integer"),
+    ('\n\n', "no prompts in file"),
+])
+def test_bad_prompts_name_file_and_line(tmp_path, lines, message):
+    path = _write(tmp_path, "p.jsonl", lines)
+    with pytest.raises(LongformError) as e:
+        load_prompts(path)
+    assert str(e.value).startswith(str(path))
+    assert message in str(e.value)
+
+
+def test_non_utf8_prompts(tmp_path):
+    path = _write(tmp_path, "p.jsonl", b'{"instruction": "ok"}\n{"instruction": "\xff"}\n')
+    with pytest.raises(LongformError, match=r"p.jsonl:2: not UTF-8"):
+        load_prompts(path)
+
+
+def test_prompts_keep_ids_targets_and_extra_fields(tmp_path):
+    path = _write(tmp_path, "p.jsonl",
+                  '{"instruction": "Write 300 words", "lang": "en"}\n{"id": 7, "instruction": "b", "target_words": 50}\n')
+    first, second = load_prompts(path)
+    assert first.prompt_id == prompt_id_for("Write 300 words") and first.meta == {"lang": "en"}
+    assert second.prompt_id == "7" and second.target_words == 50
+    assert len(load_prompts(path, limit=1)) == 1

@@ -1,0 +1,98 @@
+import duckdb
+import pytest
+
+from longform.errors import LongformError
+from longform.schema import LATEST
+from longform.store import Store, now
+
+
+def _request(key: str, error: str | None = None) -> dict:
+    return {"key": key, "run_id": "r", "stage": "plan", "model": "m", "request": {"messages": []},
+            "response_text": None if error else f"answer {key}", "finish_reason": None if error else "stop",
+            "tokens_in": 1, "tokens_out": 2, "latency_s": 0.1, "attempts": 1, "error": error,
+            "created_at": now()}
+
+
+def _count(path, table):
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        return con.execute(f"select count(*) from {table}").fetchone()[0]
+    finally:
+        con.close()
+
+
+def test_new_database_gets_latest_schema(tmp_path):
+    Store.open(tmp_path / "a.duckdb").close()
+    con = duckdb.connect(str(tmp_path / "a.duckdb"))
+    assert con.execute("select max(version) from schema_version").fetchone()[0] == LATEST
+    tables = {r[0] for r in con.execute("select table_name from information_schema.tables").fetchall()}
+    assert {"runs", "prompts", "requests", "samples", "sections", "failures"} <= tables
+    con.close()
+
+
+def test_database_from_a_newer_version_is_refused_and_left_intact(tmp_path):
+    path = tmp_path / "a.duckdb"
+    Store.open(path).close()
+    con = duckdb.connect(str(path))
+    con.execute("insert into schema_version values (?, now())", [LATEST + 1])
+    con.close()
+    with pytest.raises(LongformError, match=f"schema v{LATEST + 1}, newer than"):
+        Store.open(path)
+    with pytest.raises(LongformError, match="newer than"):
+        Store.open_read_only(path)
+    assert _count(path, "schema_version") == LATEST + 1
+
+
+def test_appends_are_batched_and_cache_sees_unflushed_answers(tmp_path):
+    path = tmp_path / "a.duckdb"
+    store = Store.open(path, batch_rows=100, flush_interval_s=3600)
+    store.add("requests", _request("k1"))
+    store.add("requests", _request("k2", error="http_500: boom"))
+    assert store.cached_answer("k1")["response_text"] == "answer k1"  # still only in memory
+    assert store.cached_answer("k2") is None                           # failures are never answers
+    store.close()
+    assert _count(path, "requests") == 2
+    reopened = Store.open(path)
+    assert reopened.cached_answer("k1")["finish_reason"] == "stop"
+    assert reopened.cached_answer("k2") is None
+    reopened.close()
+
+
+def test_batch_flushes_when_full(tmp_path):
+    path = tmp_path / "a.duckdb"
+    store = Store.open(path, batch_rows=3, flush_interval_s=3600)
+    for i in range(3):
+        store.add("requests", _request(f"k{i}"))
+    # Readers in another process see the flushed batch while the writer is still open.
+    assert store.query("select count(*) from requests")[1] == [(3,)]
+    store.close()
+
+
+def test_rewriting_a_deterministic_row_changes_nothing(tmp_path):
+    path = tmp_path / "a.duckdb"
+    row = {"failure_id": "f1", "run_id": "r", "stage": "plan", "prompt_id": "p", "sample_id": "s",
+           "key": None, "reason": "unparsable_plan", "detail": "x", "created_at": now()}
+    with Store.open(path) as store:
+        store.add("failures", row)
+        store.flush()
+        store.add("failures", {**row, "detail": "changed"})
+    with Store.open(path) as store:
+        assert store.query("select detail from failures")[1] == [("x",)]
+
+
+def test_read_only_store_refuses_writes_and_missing_database(tmp_path):
+    path = tmp_path / "a.duckdb"
+    Store.open(path).close()
+    ro = Store.open_read_only(path)
+    with pytest.raises(LongformError, match="query failed"):
+        ro.query("delete from runs")
+    ro.close()
+    with pytest.raises(LongformError, match="no database here yet"):
+        Store.open_read_only(tmp_path / "missing.duckdb")
+
+
+def test_unwritable_directory_is_a_clear_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(LongformError, match="cannot create database directory"):
+        Store.open(blocker / "sub" / "a.duckdb")
