@@ -38,7 +38,8 @@ async def write_shard(session: BuildSession, writer_name: str, items: list[tuple
     already = session.store.existing_sample_ids([writer.sample_id(p, i) for p, i in items])
 
     async def one(prompt: Prompt, sample_index: int) -> None:
-        result = await writer.write(prompt, sample_index)
+        async with session.active_samples:
+            result = await writer.write(prompt, sample_index)
         save(session, result, new=result.sample_id not in already)
         reporter().sample_done(isinstance(result, Draft))
 

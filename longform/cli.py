@@ -50,6 +50,8 @@ def _quiet_prefect() -> None:
     # The CLI draws its own progress; Prefect's INFO lines would tear it. Errors that reach the
     # user are printed once, by _user_errors, so Prefect's copy with a traceback is dropped too.
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    # The ephemeral server would try to reach the internet for telemetry.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     import prefect  # noqa: F401  (configures logging on import)
 
     for name in ("prefect.flow_runs", "prefect.task_runs"):

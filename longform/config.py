@@ -30,6 +30,11 @@ class BuildConfig(_Section):
     # Prompts per Prefect task. Concurrency lives in the engine, so a shard is a unit of
     # bookkeeping (retry, observability), not of parallelism.
     shard_size: int = Field(256, ge=1)
+    # Samples in progress at once (default: 4 x endpoint concurrency; 1 on the embedded server).
+    # Enough to keep every slot busy; few enough that a sample's next request finds its prefix
+    # still in the server's KV cache (llama.cpp keeps one: requests of one sample back to back
+    # reuse all but the newest paragraph), and that a killed build leaves few samples half-done.
+    max_active_samples: int | None = Field(None, ge=1)
 
 
 class EndpointConfig(_Section):
@@ -37,9 +42,9 @@ class EndpointConfig(_Section):
     base_url: str | None = None
     model: str | None = None
     api_key_env: str | None = None
-    # The embedded server answers one request at a time; a second in flight keeps it busy
-    # while the client handles the first answer.
-    concurrency: int = Field(2, ge=1)
+    # Requests in flight (default: 1 embedded, 32 otherwise). llama-cpp-python's server runs one
+    # request at a time, so more would only queue there.
+    concurrency: int | None = Field(None, ge=1)
     timeout_s: float = Field(600.0, gt=0)
     max_attempts: int = Field(5, ge=1)
     max_rate_limit_waits: int = Field(10, ge=0)
@@ -61,6 +66,10 @@ class EndpointConfig(_Section):
         return self
 
     @property
+    def max_concurrency(self) -> int:
+        return self.concurrency or (1 if self.kind == "embedded" else 32)
+
+    @property
     def dialect(self) -> str:
         if self.json_dialect != "auto":
             return self.json_dialect
@@ -75,7 +84,7 @@ class GenerationConfig(_Section):
 class AgentWriteConfig(_Section):
     max_steps: int = Field(50, ge=1, le=50)
     # LongWriter asks for paragraphs of 200-1000 words; a planned step above this is split.
-    max_section_words: int = Field(1000, ge=50)
+    max_section_words: int = Field(1000, ge=10)
     plan_max_tokens: int = Field(1024, ge=64)
     # Used when an instruction names no length and has no target_words.
     default_words: int = Field(1000, ge=50)
@@ -104,6 +113,12 @@ class Settings(_Section):
     writers: WritersConfig = WritersConfig()
     agentwrite: AgentWriteConfig = AgentWriteConfig()
     export: ExportConfig = ExportConfig()
+
+    @property
+    def active_samples(self) -> int:
+        if self.build.max_active_samples:
+            return self.build.max_active_samples
+        return 1 if self.endpoint.kind == "embedded" else 4 * self.endpoint.max_concurrency
 
     def snapshot(self) -> dict:
         """The config as stored with a run. Holds no secrets: keys are referenced by env var name."""

@@ -41,6 +41,7 @@ class BuildSession:
         self.store = store
         self.engine = engine
         self.tally = Tally()
+        self.active_samples = asyncio.Semaphore(settings.active_samples)
         self._started = time.monotonic()
 
     def summary(self) -> dict:
@@ -86,7 +87,7 @@ async def build_session(settings: Settings, *, prompts_path: Path | None,
                         str(prompts_path) if prompts_path else None, prefect_flow_run_id)
         ep = settings.endpoint
         with open_endpoint(ep) as endpoint:
-            engine = Engine(endpoint, store, run_id=run_id, concurrency=ep.concurrency, timeout_s=ep.timeout_s,
+            engine = Engine(endpoint, store, run_id=run_id, concurrency=ep.max_concurrency, timeout_s=ep.timeout_s,
                             retry=RetryPolicy(ep.max_attempts, ep.max_rate_limit_waits,
                                               ep.backoff_base_s, ep.backoff_max_s))
             try:

@@ -1,0 +1,83 @@
+"""The `longform` command as a user runs it: a real process, real exit codes, real output."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from longform.store import Store
+
+from helpers import tiny_build
+
+LONGFORM = [sys.executable, "-m", "longform.cli"]
+
+
+def run(*args: str, cwd: Path, env_home: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PREFECT_HOME": str(env_home / "prefect"), "COLUMNS": "200",
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    return subprocess.run([*LONGFORM, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+
+
+def _one_line_error(result: subprocess.CompletedProcess, *needles: str) -> None:
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    for needle in needles:
+        assert needle in lines[0]
+
+
+def test_bad_input_is_one_line_and_exit_2(tmp_path):
+    config = tiny_build(tmp_path)
+    bad_key = tmp_path / "bad.toml"
+    bad_key.write_text(config.read_text().replace("max_continuations", "max_continuation"))
+    _one_line_error(run("build", "--config", str(bad_key), cwd=tmp_path, env_home=tmp_path),
+                    "bad.toml", "unknown key [agentwrite] max_continuation")
+
+    bad_prompts = tmp_path / "bad.jsonl"
+    bad_prompts.write_text('{"instruction": "fine"}\n{"instruction": broken}\n')
+    _one_line_error(run("build", "--config", str(config), "--prompts", str(bad_prompts), cwd=tmp_path,
+                        env_home=tmp_path), "bad.jsonl:2: malformed JSON")
+
+    _one_line_error(run("build", "--config", str(tmp_path / "missing.toml"), cwd=tmp_path, env_home=tmp_path),
+                    "missing.toml: config file not found")
+    _one_line_error(run("query", "select 1", "--db", str(tmp_path / "none.duckdb"), cwd=tmp_path,
+                        env_home=tmp_path), "no database here yet")
+    assert not (tmp_path / "corpus.duckdb").exists()  # nothing was started for bad input
+
+
+def test_build_then_query_then_rebuild_from_cache(tmp_path):
+    config = tiny_build(tmp_path)
+    db = tmp_path / "corpus.duckdb"
+    first = run("build", "--config", str(config), cwd=tmp_path, env_home=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "model requests sent" in first.stdout and "answered from cache" in first.stdout
+
+    count = run("query", "select count(*) as n from samples", "--db", str(db), "--format", "csv",
+                cwd=tmp_path, env_home=tmp_path)
+    assert count.returncode == 0, count.stderr
+    n = int(count.stdout.splitlines()[1])
+    assert n >= 1
+
+    refused = run("query", "delete from samples", "--db", str(db), cwd=tmp_path, env_home=tmp_path)
+    _one_line_error(refused, "query failed")
+
+    again = run("build", "--config", str(config), cwd=tmp_path, env_home=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    sent = [line for line in again.stdout.splitlines() if "model requests sent" in line]
+    assert sent and sent[0].split()[-2] == "0", again.stdout
+    as_json = run("query", "select count(*) as n from samples", "--db", str(db), "-f", "json",
+                  cwd=tmp_path, env_home=tmp_path)
+    assert '"n": ' + str(n) in as_json.stdout
+
+
+def test_query_while_another_process_writes_says_what_to_do(tmp_path):
+    db = tmp_path / "corpus.duckdb"
+    writer = Store.open(db)
+    try:
+        result = run("query", "select 1", "--db", str(db), cwd=tmp_path, env_home=tmp_path)
+    finally:
+        writer.close()
+    _one_line_error(result, "open for writing by another longform process", f"PID {os.getpid()}")

@@ -1,0 +1,86 @@
+"""The real embedded llama.cpp server, through the engine."""
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from longform.engine import ChatRequest
+from writers.plan import PLAN_SCHEMA, parse_plan
+
+from conftest import make_engine
+
+
+def _ask(engine, *requests):
+    async def go():
+        try:
+            await engine.check()
+            return [await engine.complete(r) for r in requests]
+        finally:
+            await engine.close()
+    return asyncio.run(go())
+
+
+def test_chat_with_small_max_tokens_and_a_json_plan(embedded, store):
+    engine = make_engine(embedded, store)
+    chat = ChatRequest(stage="t", messages=[{"role": "user", "content": "Name a colour."}], max_tokens=8, seed=3)
+    plan = ChatRequest(stage="plan", messages=[{"role": "user", "content": "Plan a 300-word essay on tea as JSON."}],
+                       max_tokens=120, seed=3, json_schema=PLAN_SCHEMA)
+    answer, planned = _ask(engine, chat, plan)
+    assert answer.text.strip() and 0 < answer.tokens_out <= 8
+    assert answer.finish_reason in ("stop", "length")
+    # The schema is enforced by llama.cpp's grammar: the answer is JSON from its first character.
+    assert planned.text.lstrip().startswith("{")
+    if planned.finish_reason == "stop":
+        assert parse_plan(planned.text) is not None
+        json.loads(planned.text)
+
+
+def test_a_repeated_request_is_answered_from_the_cache(embedded, store):
+    request = ChatRequest(stage="t", messages=[{"role": "user", "content": "Say hello."}], max_tokens=8, seed=1)
+    [first] = _ask(make_engine(embedded, store), request)
+    engine = make_engine(embedded, store)
+    [second] = _ask(engine, request)
+    assert second.cached and second.text == first.text and second.key == first.key
+    assert engine.stats["t"].requests == 0 and engine.stats["t"].cache_hits == 1
+
+
+_CHILD = """
+import sys, time
+from longform.embedded import EmbeddedServer
+server = EmbeddedServer().start()
+print(server._proc.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie still answers kill(0); it is dead for our purposes.
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().split()[2] != "Z"
+
+
+def test_server_stops_on_exit_and_dies_with_a_killed_parent():
+    from longform.embedded import EmbeddedServer
+
+    with EmbeddedServer() as server:
+        pid = server._proc.pid
+        assert _alive(pid)
+    assert not _alive(pid)
+
+    parent = subprocess.Popen([sys.executable, "-c", _CHILD], stdout=subprocess.PIPE, text=True)
+    child_pid = int(parent.stdout.readline())
+    assert _alive(child_pid)
+    parent.send_signal(signal.SIGKILL)  # no cleanup code runs
+    parent.wait()
+    deadline = time.monotonic() + 15
+    while _alive(child_pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _alive(child_pid), "embedded server outlived a killed longform"
