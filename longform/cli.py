@@ -19,6 +19,7 @@ from typing import Iterator, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, SpinnerColumn, \
     TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -38,7 +39,7 @@ def _user_errors() -> Iterator[None]:
     try:
         yield
     except LongformError as e:
-        err_console.print(f"[bold red]error:[/] {e}", markup=True, highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         err_console.print("[bold red]interrupted[/]: the run is recorded as interrupted; rerun the same"
