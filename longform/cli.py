@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
-import logging
 import os
 import sys
 from contextlib import contextmanager
@@ -50,13 +49,14 @@ def _user_errors() -> Iterator[None]:
 def _quiet_prefect() -> None:
     # The CLI draws its own progress; Prefect's INFO lines would tear it. Errors that reach the
     # user are printed once, by _user_errors, so Prefect's copy with a traceback is dropped too.
+    # Set before Prefect is imported: it reads these when it configures logging.
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    for logger in ("PREFECT_FLOW_RUNS", "PREFECT_TASK_RUNS"):
+        os.environ.setdefault(f"PREFECT_LOGGING_LOGGERS_{logger}_LEVEL", "CRITICAL")
     # The ephemeral server would try to reach the internet for telemetry.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    import prefect  # noqa: F401  (configures logging on import)
-
-    for name in ("prefect.flow_runs", "prefect.task_runs"):
-        logging.getLogger(name).setLevel(logging.CRITICAL)
+    # Prefect's 20 s default is too short for its local server on a loaded 2-core machine.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
 @app.command()
@@ -135,7 +135,7 @@ class _EngineColumn(ProgressColumn):
     def render(self, task) -> Text:
         engine = self._reporter.engine
         if engine is None:
-            return Text("starting model endpoint…", style="dim")
+            return Text("connecting to the model endpoint…", style="dim")
         try:
             totals = engine.totals()
         except RuntimeError:  # a stage was added while we read; next refresh will show it
@@ -158,7 +158,10 @@ class _RichReporter:
         self._progress.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is not None:
+            # A failed build ends with its one-line error, not a half-drawn bar above it.
+            self._progress.live.transient = True
         self._progress.stop()
 
     def start(self, total_samples: int, engine: object) -> None:
@@ -169,6 +172,11 @@ class _RichReporter:
     def sample_done(self, ok: bool) -> None:
         self.failed += int(not ok)
         self._progress.advance(self._task)
+        if not err_console.is_terminal:
+            # No live bar in a log file or CI: one line per finished sample instead.
+            task = self._progress.tasks[0]
+            err_console.print(f"samples {task.completed:.0f}/{task.total:.0f} · {self.failed} failed · ",
+                              _EngineColumn(self).render(task), sep="", highlight=False)
 
     def stop(self) -> None:
         self._progress.refresh()

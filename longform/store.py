@@ -154,6 +154,12 @@ class Store:
             return None
         return dict(zip(("response_text", "finish_reason", "tokens_in", "tokens_out"), row))
 
+    def prompt_instructions(self, prompt_ids: list[str]) -> dict[str, str]:
+        self.flush()
+        rows = self._con.execute("SELECT prompt_id, instruction FROM prompts WHERE list_contains(?, prompt_id)",
+                                 [prompt_ids]).fetchall()
+        return dict(rows)
+
     def existing_sample_ids(self, sample_ids: list[str]) -> set[str]:
         self.flush()
         rows = self._con.execute("SELECT sample_id FROM samples WHERE list_contains(?, sample_id)",

@@ -8,6 +8,7 @@ from datasets import load_dataset
 from prefect.testing.utilities import prefect_test_harness
 
 from flows.build import build
+from longform.errors import LongformError
 
 from helpers import tiny_build
 
@@ -65,3 +66,10 @@ def test_build_stores_everything_and_a_rerun_sends_nothing(prefect, tmp_path):
     assert again["samples"] == samples and again["new_samples"] == 0
     assert _rows(db, "select count(*) from samples") == [(samples,)]
     assert _rows(db, "select count(*) from runs where status = 'finished'") == [(2,)]
+
+    # A known prompt id with new text is refused rather than paired with old samples on export.
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(prompts.read_text().replace("a rainy morning", "a sunny evening"))
+    with pytest.raises(LongformError, match="prompt id 'en' is already in .* with a different instruction"):
+        asyncio.run(build(config=str(config)))
+    assert _rows(db, "select count(*) from samples") == [(samples,)]

@@ -48,6 +48,17 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path):
     assert not (tmp_path / "corpus.duckdb").exists()  # nothing was started for bad input
 
 
+def test_endpoint_down_at_start_is_one_line_and_recorded(tmp_path):
+    config = tiny_build(tmp_path)
+    down = tmp_path / "down.toml"
+    down.write_text(config.read_text().replace('kind = "embedded"',
+                                               'kind = "openai"\nbase_url = "http://127.0.0.1:9/v1"'))
+    _one_line_error(run("build", "--config", str(down), cwd=tmp_path, env_home=tmp_path),
+                    "http://127.0.0.1:9/v1: endpoint not usable")
+    with Store.open(tmp_path / "corpus.duckdb") as store:
+        assert store.query("select status from runs")[1] == [("failed",)]
+
+
 def test_build_then_query_then_rebuild_from_cache(tmp_path):
     config = tiny_build(tmp_path)
     db = tmp_path / "corpus.duckdb"

@@ -43,7 +43,8 @@ def classify(exc: BaseException) -> tuple[str, str]:
         return RATE_LIMITED, "http_429"
     if isinstance(exc, openai.APIStatusError):
         status = exc.status_code
-        return (TRANSIENT if status >= 500 else FINAL), f"http_{status}"
+        # 408 (request timeout) says nothing about the request itself, like a 5xx.
+        return (TRANSIENT if status >= 500 or status == 408 else FINAL), f"http_{status}"
     return FINAL, type(exc).__name__
 
 
