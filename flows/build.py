@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 from prefect import flow
 from prefect.runtime import flow_run
 
-from flows.stages import export_stage, register_prompts, write_shard
+from flows.stages import export_stage, gather_all, register_prompts, write_shard
 from longform.config import load_settings
 from longform.progress import reporter
 from longform.prompts import load_prompts, required_prompts_path
@@ -28,9 +27,9 @@ async def build(config: str, prompts: str | None = None, limit: int | None = Non
         register_prompts(session, prompt_list, str(prompts_path))
         reporter().start(len(items) * len(settings.writers.enabled), session.engine)
         try:
-            await asyncio.gather(*(write_shard(session, writer, items[i:i + size])
-                                   for writer in settings.writers.enabled
-                                   for i in range(0, len(items), size)))
+            await gather_all(write_shard(session, writer, items[i:i + size])
+                             for writer in settings.writers.enabled
+                             for i in range(0, len(items), size))
         finally:
             reporter().stop()
         if settings.export.enabled:

@@ -50,7 +50,16 @@ async def write_shard(session: BuildSession, writer_name: str, items: list[tuple
         save(session, result, new=result.sample_id not in already)
         reporter().sample_done(isinstance(result, Draft))
 
-    await asyncio.gather(*(one(p, i) for p, i in items))
+    await gather_all(one(p, i) for p, i in items)
+
+
+async def gather_all(coroutines) -> None:
+    """Run all to the end, then raise the first error: a stopping build must not close the store
+    under samples that are still recording their last answer."""
+    results = await asyncio.gather(*coroutines, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
 
 
 def save(session: BuildSession, result: Draft | WriteFailure, *, new: bool) -> None:

@@ -10,6 +10,7 @@ import asyncio
 import csv
 import json
 import os
+import signal
 import sys
 from contextlib import contextmanager
 from enum import Enum
@@ -24,7 +25,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColum
 from rich.table import Table
 from rich.text import Text
 
+from longform import stopping
 from longform.errors import LongformError
+from longform.stopping import Interrupted
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="Build long-output SFT/DPO data with AgentWrite on local models.")
@@ -33,17 +36,53 @@ err_console = Console(stderr=True)
 DEFAULT_DB = Path("datasets_out/corpus.duckdb")
 
 
+_debug = False
+
+
+@app.callback()
+def _options(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for input errors too.")) -> None:
+    global _debug
+    _debug = debug
+
+
 @contextmanager
 def _user_errors() -> Iterator[None]:
     try:
         yield
+    except Interrupted as e:
+        if _debug:
+            raise
+        err_console.print(f"[bold red]interrupted:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(130) from None
     except LongformError as e:
+        if _debug:
+            raise
         err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
-        err_console.print("[bold red]interrupted[/]: the run is recorded as interrupted; rerun the same"
-                          " command to resume from the request cache")
+        err_console.print("[bold red]interrupted:[/] stopped at once; the run is recorded as interrupted and"
+                          " the same command resumes it")
         raise typer.Exit(130) from None
+
+
+@contextmanager
+def _graceful_ctrl_c() -> Iterator[None]:
+    """First Ctrl-C: send nothing new, let answers in flight arrive and be stored. Second: stop now."""
+
+    def on_sigint(signum: int, frame: object) -> None:
+        if stopping.stop_reason() is not None:
+            raise KeyboardInterrupt
+        stopping.request_stop(Interrupted(
+            "stopped sending and kept every answer that arrived; the same command resumes the build"))
+        err_console.print("stopping: waiting for requests in flight to finish (Ctrl-C again to stop now)")
+
+    stopping.reset()
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        stopping.reset()
 
 
 def _quiet_prefect() -> None:
@@ -77,7 +116,7 @@ def build(
         from flows.build import build as build_flow
         from longform.progress import set_reporter
 
-        with _RichReporter() as reporter:
+        with _RichReporter() as reporter, _graceful_ctrl_c():
             set_reporter(reporter)
             try:
                 summary = asyncio.run(build_flow(config=str(config), prompts=_opt(prompts), limit=limit,
@@ -178,6 +217,9 @@ class _RichReporter:
             err_console.print(f"samples {task.completed:.0f}/{task.total:.0f} · {self.failed} failed · ",
                               _EngineColumn(self).render(task), sep="", highlight=False)
 
+    def note(self, message: str) -> None:
+        self._progress.console.print(message, highlight=False)
+
     def stop(self) -> None:
         self._progress.refresh()
 
@@ -189,6 +231,7 @@ def _print_summary(s: dict) -> None:
     failures = ", ".join(f"{k} × {v}" for k, v in s["failures"].items()) or "none"
     rows = [
         ("samples", f"{s['samples']} ({s['new_samples']} new)"),
+        ("resumed runs", ", ".join(s["resumed_runs"]) or "none"),
         ("failures", failures),
         ("median length score S_l", "n/a" if s["median_length_score"] is None else f"{s['median_length_score']:.1f}"),
         ("model requests sent", str(s["requests_sent"])),

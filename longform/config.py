@@ -50,6 +50,10 @@ class EndpointConfig(_Section):
     max_rate_limit_waits: int = Field(10, ge=0)
     backoff_base_s: float = Field(0.5, gt=0)
     backoff_max_s: float = Field(30.0, gt=0)
+    # Stop the build when at least this share of the last `error_window` requests failed after
+    # retries (0 disables). See engine/breaker.py.
+    error_window: int = Field(20, ge=0)
+    max_error_rate: float = Field(0.5, gt=0, le=1)
     # Structured-output dialect: llama-cpp-python takes {"type": "json_object", "schema": ...},
     # vLLM/SGLang/OpenAI take {"type": "json_schema", ...}. "auto" picks by `kind`.
     json_dialect: Literal["auto", "json_object", "json_schema", "none"] = "auto"

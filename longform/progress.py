@@ -1,7 +1,7 @@
 """A seam between a running build and whoever watches it.
 
 The CLI installs a reporter that draws a progress bar; a scheduled deployment runs with the
-default, which reports nothing. The build only ever calls these three methods.
+default, which reports nothing. The build only ever calls these methods.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from typing import Protocol
 class Reporter(Protocol):
     def start(self, total_samples: int, engine: object) -> None: ...
     def sample_done(self, ok: bool) -> None: ...
+    def note(self, message: str) -> None: ...
     def stop(self) -> None: ...
 
 
@@ -20,6 +21,9 @@ class _Silent:
         pass
 
     def sample_done(self, ok: bool) -> None:
+        pass
+
+    def note(self, message: str) -> None:
         pass
 
     def stop(self) -> None:

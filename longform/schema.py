@@ -11,7 +11,7 @@ MIGRATIONS: list[str] = [
     CREATE TABLE runs (
         run_id VARCHAR PRIMARY KEY,
         name VARCHAR NOT NULL,
-        status VARCHAR NOT NULL,            -- running | finished | failed
+        status VARCHAR NOT NULL,            -- running | finished | failed | interrupted
         config JSON NOT NULL,               -- snapshot; secrets are referenced by env var name only
         prompts_path VARCHAR,
         prefect_flow_run_id VARCHAR,
@@ -30,6 +30,7 @@ MIGRATIONS: list[str] = [
     -- Every request that reached the network, answered or failed. The request cache is the
     -- answered subset: key = content hash of everything that determines the answer.
     CREATE TABLE requests (
+        request_id VARCHAR PRIMARY KEY,
         key VARCHAR NOT NULL,
         run_id VARCHAR NOT NULL,
         stage VARCHAR NOT NULL,
@@ -94,7 +95,7 @@ LATEST = len(MIGRATIONS)
 # Tables written through the batched appender, with their columns in insert order.
 APPEND_TABLES: dict[str, tuple[str, ...]] = {
     "prompts": ("prompt_id", "instruction", "target_words", "meta", "source", "created_at"),
-    "requests": ("key", "run_id", "stage", "model", "request", "response_text", "finish_reason",
+    "requests": ("request_id", "key", "run_id", "stage", "model", "request", "response_text", "finish_reason",
                  "tokens_in", "tokens_out", "latency_s", "attempts", "error", "created_at"),
     "samples": ("sample_id", "prompt_id", "run_id", "writer", "model", "sample_index", "text", "words",
                 "length_counter", "required_words", "required_source", "length_score", "n_sections",

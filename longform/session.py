@@ -20,7 +20,10 @@ from typing import AsyncIterator
 from longform.config import Settings
 from longform.endpoint import open_endpoint
 from longform.engine import Engine
+from longform.engine.breaker import ErrorRateBreaker
 from longform.engine.retry import RetryPolicy
+from longform.progress import reporter
+from longform.stopping import Interrupted
 from longform.store import Store
 
 
@@ -35,9 +38,11 @@ class Tally:
 
 
 class BuildSession:
-    def __init__(self, settings: Settings, run_id: str, store: Store, engine: Engine):
+    def __init__(self, settings: Settings, run_id: str, store: Store, engine: Engine,
+                 resumed: list[tuple[str, str]]):
         self.settings = settings
         self.run_id = run_id
+        self.resumed = resumed
         self.store = store
         self.engine = engine
         self.tally = Tally()
@@ -50,6 +55,7 @@ class BuildSession:
         return {
             "run_id": self.run_id,
             "name": self.settings.build.name,
+            "resumed_runs": [run_id for run_id, _ in self.resumed],
             "model": self.engine.model,
             "samples": self.tally.samples,
             "new_samples": self.tally.new_samples,
@@ -83,19 +89,24 @@ async def build_session(settings: Settings, *, prompts_path: Path | None,
     session: BuildSession | None = None
     status = "failed"
     try:
+        # Holding the write lock, any run still `running` belongs to a killed process.
+        resumed = store.interrupt_stale_runs()
+        for old_run, name in resumed:
+            reporter().note(f"resuming interrupted run {old_run} ({name}): answered requests come from the cache")
         store.start_run(run_id, settings.build.name, settings.snapshot(),
                         str(prompts_path) if prompts_path else None, prefect_flow_run_id)
         ep = settings.endpoint
         with open_endpoint(ep) as endpoint:
             engine = Engine(endpoint, store, run_id=run_id, concurrency=ep.max_concurrency, timeout_s=ep.timeout_s,
                             retry=RetryPolicy(ep.max_attempts, ep.max_rate_limit_waits,
-                                              ep.backoff_base_s, ep.backoff_max_s))
+                                              ep.backoff_base_s, ep.backoff_max_s),
+                            breaker=ErrorRateBreaker(ep.error_window, ep.max_error_rate))
             try:
                 await engine.check()
-                session = BuildSession(settings, run_id, store, engine)
+                session = BuildSession(settings, run_id, store, engine, resumed)
                 yield session
                 status = "finished"
-            except (KeyboardInterrupt, asyncio.CancelledError):
+            except (Interrupted, KeyboardInterrupt, asyncio.CancelledError):
                 status = "interrupted"
                 raise
             finally:

@@ -4,11 +4,17 @@ DuckDB allows one writer process and is slow at row-at-a-time transactions, so r
 per table and appended as Arrow batches, all tables in one transaction: a sample and its sections
 land together or not at all. Appends are insert-if-absent on each table's key, so writing the same
 deterministic row twice (a resumed build) changes nothing.
+
+Buffering must not lose paid-for answers when the process is killed, so every buffered row is
+also appended to a journal file beside the database (one write() per row, which survives a
+kill -9) and the journal is emptied after each commit. Opening the database replays whatever a
+killed writer left in it.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from datetime import datetime, timezone
@@ -32,6 +38,7 @@ class Store:
         self._con = con
         self.path = path
         self.read_only = read_only
+        self._journal: int | None = None
         self._batch_rows = batch_rows
         self._flush_interval_s = flush_interval_s
         self._pending: dict[str, list[dict[str, Any]]] = {t: [] for t in APPEND_TABLES}
@@ -53,7 +60,9 @@ class Store:
         except BaseException:
             con.close()
             raise
-        return cls(con, path, **kwargs)
+        store = cls(con, path, **kwargs)
+        store._open_journal()
+        return store
 
     @classmethod
     def open_read_only(cls, path: Path) -> "Store":
@@ -70,6 +79,9 @@ class Store:
         try:
             self.flush()
         finally:
+            if self._journal is not None:
+                os.close(self._journal)
+                self._journal = None
             self._con.close()
 
     def __enter__(self) -> "Store":
@@ -88,6 +100,15 @@ class Store:
             [run_id, name, json.dumps(config), prompts_path, prefect_flow_run_id, now()],
         )
 
+    def interrupt_stale_runs(self) -> list[tuple[str, str]]:
+        """Runs left `running` by a killed build, now marked `interrupted`: (run_id, name).
+
+        Only a process holding the write lock calls this, so no `running` run is alive.
+        """
+        return self._con.execute(
+            "UPDATE runs SET status = 'interrupted', finished_at = ? WHERE status = 'running'"
+            " RETURNING run_id, name", [now()]).fetchall()
+
     def finish_run(self, run_id: str, status: str, summary: dict) -> None:
         self.flush()
         self._con.execute(
@@ -100,6 +121,9 @@ class Store:
     def add(self, table: str, row: dict[str, Any]) -> None:
         if table not in APPEND_TABLES:
             raise ValueError(f"not an append table: {table}")
+        row = {c: _cell(row.get(c)) for c in APPEND_TABLES[table]}
+        os.write(self._journal, (json.dumps({"t": table, "r": row}, ensure_ascii=False, default=_iso) + "\n")
+                 .encode("utf-8"))
         self._pending[table].append(row)
         if table == "requests" and row.get("error") is None:
             self._pending_answers[row["key"]] = row
@@ -127,16 +151,34 @@ class Store:
         for rows in self._pending.values():
             rows.clear()
         self._pending_answers.clear()
+        os.ftruncate(self._journal, 0)
+
+    # --- the journal -----------------------------------------------------------------------------
+
+    @property
+    def journal_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".journal")
+
+    def _open_journal(self) -> None:
+        """Replay what a killed writer left, then start an empty journal."""
+        path = self.journal_path
+        if path.exists():
+            for line in path.read_bytes().splitlines():
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue  # the one line a kill can cut short was never acknowledged
+                self._pending[entry["t"]].append(entry["r"])
+        self._journal = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self.flush()
 
     def _append(self, table: str, rows: list[dict[str, Any]]) -> None:
         columns = APPEND_TABLES[table]
-        batch = pa.table({c: [_cell(r.get(c)) for r in rows] for c in columns})
+        batch = pa.table({c: [r.get(c) for r in rows] for c in columns})
         self._con.register("_batch", batch)
         try:
             cols = ", ".join(columns)
-            # requests has no unique key: a key may have failed before it was answered.
-            verb = "INSERT INTO" if table == "requests" else "INSERT OR IGNORE INTO"
-            self._con.execute(f"{verb} {table} ({cols}) SELECT {cols} FROM _batch")
+            self._con.execute(f"INSERT OR IGNORE INTO {table} ({cols}) SELECT {cols} FROM _batch")
         finally:
             self._con.unregister("_batch")
 
@@ -167,7 +209,9 @@ class Store:
         return {r[0] for r in rows}
 
     def query(self, sql: str, params: list[Any] | None = None) -> tuple[list[str], list[tuple]]:
-        if not self.read_only:
+        if self.read_only:
+            self._refuse_writes(sql)
+        else:
             self.flush()
         try:
             cur = self._con.execute(sql, params or [])
@@ -176,6 +220,29 @@ class Store:
         if cur.description is None:
             return [], []
         return [d[0] for d in cur.description], cur.fetchall()
+
+
+    def _refuse_writes(self, sql: str) -> None:
+        # A read-only connection already refuses INSERT or DROP on this database, but COPY ... TO
+        # writes files, ATTACH opens other databases for writing and INSTALL downloads code.
+        try:
+            statements = self._con.extract_statements(sql)
+        except duckdb.Error as e:
+            raise LongformError(f"query failed: {_first_line(e)}") from None
+        for statement in statements:
+            kind = statement.type.name
+            if kind not in _READ_ONLY_STATEMENTS:
+                raise LongformError(f"query refused: {kind} statements may write; `longform query` only"
+                                    " runs SELECT (and EXPLAIN)")
+
+
+_READ_ONLY_STATEMENTS = {"SELECT", "EXPLAIN"}
+
+
+def _iso(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 def _cell(value: Any) -> Any:

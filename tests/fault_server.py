@@ -7,6 +7,7 @@ answers normally. Every request body it receives is kept, so tests can count wha
 
 from __future__ import annotations
 
+import hashlib
 import json
 import socket
 import threading
@@ -17,6 +18,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 def ok(text: str = "an answer", finish_reason: str = "stop") -> dict:
     return {"kind": "ok", "text": text, "finish_reason": finish_reason}
+
+
+def model() -> dict:
+    """Answer as the realistic stand-in model would (see writer_answer)."""
+    return {"kind": "model"}
 
 
 def status(code: int, headers: dict | None = None) -> dict:
@@ -31,11 +37,29 @@ def reset() -> dict:
     return {"kind": "reset"}
 
 
+_VOCAB = ["river", "stone", "light", "harbour", "garden", "letter", "window", "market", "bridge", "autumn",
+          "lantern", "meadow", "signal", "winter", "orchard", "compass"]
+
+
+def writer_answer(body: dict) -> dict:
+    """A deterministic stand-in for a model: a 3-step JSON plan when JSON is asked for, otherwise
+    text whose words are a function of the prompt, as long as `max_tokens` allows (at most 60)."""
+    if "response_format" in body:
+        plan = {"paragraphs": [{"main_point": f"point {i}", "word_count": 100} for i in range(3)]}
+        return ok(json.dumps(plan))
+    digest = hashlib.sha256(json.dumps(body["messages"], sort_keys=True).encode()).digest()
+    n = min(int(body.get("max_tokens", 40)), 60)
+    return ok(" ".join(_VOCAB[digest[i % len(digest)] % len(_VOCAB)] for i in range(n)) + ".")
+
+
 class FaultServer:
-    def __init__(self, model: str = "fault-model"):
+    def __init__(self, model: str = "fault-model", *, realistic: bool = False, delay_s: float = 0.0):
         self.model = model
+        self.realistic = realistic
+        self.delay_s = delay_s
         self.script: deque[dict] = deque()
         self.received: list[dict] = []
+        self.authorization: list[str] = []
         self.arrivals: list[float] = []
         self.in_flight = 0
         self.max_in_flight = 0
@@ -59,11 +83,14 @@ class FaultServer:
         self._httpd.shutdown()
         self._httpd.server_close()
 
-    def _next(self, body: dict) -> dict:
+    def _next(self, body: dict, authorization: str) -> dict:
         with self._lock:
             self.received.append(body)
+            self.authorization.append(authorization)
             self.arrivals.append(time.monotonic())
-            return self.script.popleft() if self.script else ok()
+            if self.script:
+                return self.script.popleft()
+        return writer_answer(body) if self.realistic else ok()
 
     def _handler(self):
         server = self
@@ -91,7 +118,9 @@ class FaultServer:
 
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
-                behaviour = server._next(body)
+                behaviour = server._next(body, self.headers.get("Authorization", ""))
+                if server.delay_s:
+                    time.sleep(server.delay_s)
                 with server._lock:
                     server.in_flight += 1
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)
@@ -102,6 +131,8 @@ class FaultServer:
                         server.in_flight -= 1
 
             def _act(self, body: dict, b: dict) -> None:
+                if b["kind"] == "model":
+                    b = writer_answer(body)
                 kind = b["kind"]
                 if kind == "reset":
                     self.connection.shutdown(socket.SHUT_RDWR)

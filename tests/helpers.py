@@ -1,3 +1,6 @@
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 TINY_CONFIG = """
@@ -29,3 +32,38 @@ def tiny_build(tmp_path: Path, name: str = "tiny") -> Path:
     config.write_text(TINY_CONFIG.format(name=name, prompts=prompts, db=tmp_path / "corpus.duckdb",
                                          out=tmp_path / "out"), encoding="utf-8")
     return config
+
+
+def remote_build(tmp_path: Path, base_url: str, n_prompts: int, *, name: str = "remote",
+                 db_name: str = "corpus.duckdb", extra: str = "", endpoint_extra: str = "") -> Path:
+    """A build against an OpenAI-compatible test server: every prompt asks for 90 words."""
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(f'{{"id": "p{i:03d}", "instruction": "Write about topic {i}.", "target_words": 90}}\n'
+                               for i in range(n_prompts)), encoding="utf-8")
+    config = tmp_path / f"{name}.toml"
+    config.write_text(f"""
+[build]
+name = "{name}"
+prompts = "{prompts}"
+db = "{tmp_path / db_name}"
+out_dir = "{tmp_path / 'out'}"
+{extra}
+
+[endpoint]
+kind = "openai"
+base_url = "{base_url}"
+model = "fault-model"
+timeout_s = 5
+backoff_base_s = 0.01
+backoff_max_s = 0.05
+{endpoint_extra}
+""", encoding="utf-8")
+    return config
+
+
+def longform(*args: str, cwd: Path, env: dict | None = None, **popen) -> subprocess.Popen:
+    """Start the real `longform` command in a new process."""
+    full_env = {**os.environ, "PREFECT_HOME": str(cwd / "prefect"), "COLUMNS": "200",
+                "PREFECT_SERVER_ANALYTICS_ENABLED": "false", **(env or {})}
+    return subprocess.Popen([sys.executable, "-m", "longform.cli", *args], cwd=cwd, env=full_env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)

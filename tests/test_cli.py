@@ -73,7 +73,7 @@ def test_build_then_query_then_rebuild_from_cache(tmp_path):
     assert n >= 1
 
     refused = run("query", "delete from samples", "--db", str(db), cwd=tmp_path, env_home=tmp_path)
-    _one_line_error(refused, "query failed")
+    _one_line_error(refused, "query refused: DELETE")
 
     again = run("build", "--config", str(config), cwd=tmp_path, env_home=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]

@@ -1,3 +1,5 @@
+import os
+
 import duckdb
 import pytest
 
@@ -7,7 +9,7 @@ from longform.store import Store, now
 
 
 def _request(key: str, error: str | None = None) -> dict:
-    return {"key": key, "run_id": "r", "stage": "plan", "model": "m", "request": {"messages": []},
+    return {"request_id": f"{key}-{error}", "key": key, "run_id": "r", "stage": "plan", "model": "m", "request": {"messages": []},
             "response_text": None if error else f"answer {key}", "finish_reason": None if error else "stop",
             "tokens_in": 1, "tokens_out": 2, "latency_s": 0.1, "attempts": 1, "error": error,
             "created_at": now()}
@@ -84,7 +86,7 @@ def test_read_only_store_refuses_writes_and_missing_database(tmp_path):
     path = tmp_path / "a.duckdb"
     Store.open(path).close()
     ro = Store.open_read_only(path)
-    with pytest.raises(LongformError, match="query failed"):
+    with pytest.raises(LongformError, match="query refused: DELETE"):
         ro.query("delete from runs")
     ro.close()
     with pytest.raises(LongformError, match="no database here yet"):
@@ -96,3 +98,54 @@ def test_unwritable_directory_is_a_clear_error(tmp_path):
     blocker.write_text("not a directory")
     with pytest.raises(LongformError, match="cannot create database directory"):
         Store.open(blocker / "sub" / "a.duckdb")
+
+
+def test_rows_buffered_when_the_writer_dies_are_replayed(tmp_path):
+    path = tmp_path / "a.duckdb"
+    store = Store.open(path, batch_rows=100, flush_interval_s=3600)
+    store.add("requests", _request("k1"))
+    store.add("requests", _request("k2"))
+    store._con.close()  # a kill -9: no flush, no close; the journal is all that is left
+    assert store.journal_path.stat().st_size > 0
+    with open(store.journal_path, "ab") as f:
+        f.write(b'{"t": "requests", "r": {"key": "half')  # a write cut short by the kill
+    os.close(store._journal)
+
+    reopened = Store.open(path)
+    assert reopened.query("select key from requests order by key")[1] == [("k1",), ("k2",)]
+    assert reopened.cached_answer("k2")["response_text"] == "answer k2"
+    assert reopened.journal_path.stat().st_size == 0
+    reopened.close()
+    # Replaying twice (a crash between commit and truncation) duplicates nothing.
+    Store.open(path).close()
+    assert _count(path, "requests") == 2
+
+
+def test_runs_left_running_are_marked_interrupted(tmp_path):
+    with Store.open(tmp_path / "a.duckdb") as store:
+        store.start_run("r1", "demo", {}, None, None)
+        store.start_run("r2", "demo", {}, None, None)
+        store.finish_run("r2", "finished", {})
+        assert store.interrupt_stale_runs() == [("r1", "demo")]
+        assert store.query("select run_id, status from runs order by run_id")[1] == [
+            ("r1", "interrupted"), ("r2", "finished")]
+        assert store.interrupt_stale_runs() == []
+
+
+@pytest.mark.parametrize("sql", [
+    "insert into runs select * from runs", "update runs set status = 'x'", "delete from samples",
+    "drop table samples", "copy (select 1) to '{tmp}/leak.csv'", "attach '{tmp}/other.duckdb'",
+    "install httpfs", "load httpfs", "create table t (a int)", "select 1; delete from samples",
+])
+def test_query_refuses_statements_that_write(tmp_path, sql):
+    path = tmp_path / "a.duckdb"
+    Store.open(path).close()
+    ro = Store.open_read_only(path)
+    try:
+        with pytest.raises(LongformError, match="query (refused|failed)"):
+            ro.query(sql.format(tmp=tmp_path))
+        assert ro.query("select count(*) from runs")[1] == [(0,)]
+        assert ro.query("explain select 1")[0]
+    finally:
+        ro.close()
+    assert not (tmp_path / "leak.csv").exists() and not (tmp_path / "other.duckdb").exists()

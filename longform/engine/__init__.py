@@ -9,6 +9,7 @@ the network, answered or failed, through the store.
 from __future__ import annotations
 
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +20,8 @@ import httpx
 import openai
 
 from longform.endpoint import Endpoint
+from longform import stopping
+from longform.engine.breaker import ErrorRateBreaker
 from longform.engine.cache_key import request_key
 from longform.engine.retry import FINAL, RATE_LIMITED, RetryPolicy, classify, retry_after_s
 from longform.engine.throttle import AdaptiveLimiter
@@ -75,12 +78,13 @@ class StageStats:
 
 class Engine:
     def __init__(self, endpoint: Endpoint, store: Store, *, run_id: str, concurrency: int,
-                 timeout_s: float, retry: RetryPolicy):
+                 timeout_s: float, retry: RetryPolicy, breaker: ErrorRateBreaker | None = None):
         self.endpoint = endpoint
         self.model = endpoint.model
         self._store = store
         self._run_id = run_id
         self._retry = retry
+        self._breaker = breaker or ErrorRateBreaker(window=0, max_rate=1.0)
         self.limiter = AdaptiveLimiter(concurrency)
         self.stats: dict[str, StageStats] = {}
         self.started = time.monotonic()
@@ -143,9 +147,12 @@ class Engine:
         started = time.monotonic()
         attempts = rate_waits = 0
         while True:
+            await self.limiter.acquire()
+            if (stop := self._stop_error()) is not None:
+                await self.limiter.release()
+                raise stop
             attempts += 1
             stats.attempts += 1
-            await self.limiter.acquire()
             try:
                 response = await self._client.chat.completions.create(**body)
             except Exception as exc:  # classified below; anything unknown is final
@@ -183,9 +190,19 @@ class Engine:
                      tokens=(tokens_in, tokens_out))
         return Completion(key, text, finish, tokens_in, tokens_out, cached=False)
 
+    def _stop_error(self) -> LongformError | None:
+        """Checked with a slot in hand, just before sending, so nothing queued slips through."""
+        if (reason := stopping.stop_reason()) is not None:
+            return reason
+        if (why := self._breaker.tripped()) is not None:
+            return LongformError(f"{self.endpoint.base_url}: stopping the build, the endpoint looks broken:"
+                                 f" {why}; check [endpoint] base_url and model")
+        return None
+
     def _record(self, req: ChatRequest, key: str, body: dict, stats: StageStats, started: float,
                 attempts: int, *, text: str | None = None, finish: str | None = None,
                 tokens: tuple[int, int] = (0, 0), error: str | None = None, detail: str = "") -> None:
+        self._breaker.record(error)
         stats.requests += 1
         stats.tokens_in += tokens[0]
         stats.tokens_out += tokens[1]
@@ -194,7 +211,7 @@ class Engine:
         if error is not None:
             stats.errors[error] += 1
         self._store.add("requests", {
-            "key": key, "run_id": self._run_id, "stage": req.stage, "model": self.model,
+            "request_id": uuid.uuid4().hex, "key": key, "run_id": self._run_id, "stage": req.stage, "model": self.model,
             "request": {**body, "sample_index": req.sample_index, "template": req.template},
             "response_text": text, "finish_reason": finish, "tokens_in": tokens[0],
             "tokens_out": tokens[1], "latency_s": time.monotonic() - started, "attempts": attempts,

@@ -1,0 +1,173 @@
+"""Kill, Ctrl-C, faulty servers, a broken endpoint and planted secrets, against real processes."""
+
+import asyncio
+import os
+import signal
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+from prefect.settings import PREFECT_API_URL
+from prefect.testing.utilities import prefect_test_harness
+
+from flows.build import build
+from longform.errors import LongformError
+
+from fault_server import FaultServer, hang, model, ok, reset, status
+from helpers import longform, remote_build
+
+
+@pytest.fixture(scope="module")
+def prefect_api():
+    """One Prefect backend for the module; subprocess builds reach it through PREFECT_API_URL."""
+    with prefect_test_harness(server_startup_timeout=120):
+        yield PREFECT_API_URL.value()
+
+
+def _rows(db: Path, sql: str) -> list[tuple]:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def _corpus(db: Path) -> set[tuple]:
+    return set(_rows(db, "select s.sample_id, s.text, count(c.idx) from samples s join sections c using (sample_id)"
+                         " group by all"))
+
+
+def _wait_for(predicate, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_kill_9_at_any_moment_then_resume_exactly(tmp_path, prefect_api):
+    env = {"PREFECT_API_URL": prefect_api}
+    concurrency, n_prompts = 4, 16
+    with FaultServer(realistic=True, delay_s=0.1) as server:
+        clean_cfg = remote_build(tmp_path, server.base_url, n_prompts, name="clean", db_name="clean.duckdb",
+                                 endpoint_extra=f"concurrency = {concurrency}")
+        clean = longform("build", "--config", str(clean_cfg), cwd=tmp_path, env=env)
+        assert clean.wait(timeout=300) == 0, clean.stderr.read()
+        clean_requests = len(server.received)
+        assert clean_requests == 4 * n_prompts  # plan + 3 sections each
+
+        cfg = remote_build(tmp_path, server.base_url, n_prompts, name="killed",
+                           endpoint_extra=f"concurrency = {concurrency}")
+        db = tmp_path / "corpus.duckdb"
+        kills = [5, 20, 35]  # requests into the build: during plans, mid-sections, near the end
+        for k in kills:
+            start = len(server.received)
+            proc = longform("build", "--config", str(cfg), cwd=tmp_path, env=env)
+            _wait_for(lambda: len(server.received) - start >= k or proc.poll() is not None)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            assert _rows(db, "select count(*) from runs where status = 'running'") == [(1,)]
+        final = longform("build", "--config", str(cfg), cwd=tmp_path, env=env)
+        out, err = final.communicate(timeout=300)
+        assert final.returncode == 0, err
+        resent = len(server.received) - clean_requests - clean_requests
+
+    assert "resuming interrupted run" in out + err
+    # Only what was in flight at each kill may be sent twice: everything answered was kept.
+    assert resent <= len(kills) * concurrency, resent
+    assert _corpus(db) == _corpus(tmp_path / "clean.duckdb")
+    assert _rows(db, "select count(*) = count(distinct key) from requests where error is null") == [(True,)]
+    statuses = _rows(db, "select status, count(*) from runs group by status order by status")
+    assert statuses == [("finished", 1), ("interrupted", len(kills))]
+
+
+def test_first_ctrl_c_stops_sending_and_keeps_answers_in_flight(tmp_path, prefect_api):
+    env = {"PREFECT_API_URL": prefect_api}
+    with FaultServer(realistic=True, delay_s=1.0) as server:
+        cfg = remote_build(tmp_path, server.base_url, 10, endpoint_extra="concurrency = 2")
+        proc = longform("build", "--config", str(cfg), cwd=tmp_path, env=env)
+        _wait_for(lambda: len(server.received) >= 3)
+        proc.send_signal(signal.SIGINT)
+        signalled = time.monotonic()
+        out, err = proc.communicate(timeout=60)
+        assert time.monotonic() - signalled < 10
+        sent_when_stopped = len(server.received)
+
+        db = tmp_path / "corpus.duckdb"
+        assert proc.returncode == 130, err
+        assert "stopping: waiting for requests in flight" in err
+        assert [line for line in err.splitlines() if line.startswith("interrupted:")]
+        assert "Traceback" not in err
+        assert _rows(db, "select status from runs") == [("interrupted",)]
+        # Every request the server received was answered and stored: nothing in flight was lost.
+        assert _rows(db, "select count(*) from requests where error is null") == [(sent_when_stopped,)]
+        assert sent_when_stopped < 4 * 10
+
+        again = longform("build", "--config", str(cfg), cwd=tmp_path, env=env)
+        assert again.wait(timeout=300) == 0
+        assert len(server.received) == 4 * 10  # the rerun sent only what was never answered
+    assert _rows(db, "select count(*) from samples") == [(10,)]
+
+
+def test_faulty_server_every_prompt_ends_as_sample_or_failure(tmp_path, prefect_api):
+    # One sample at a time makes arrivals strictly ordered, so each fault hits a known request.
+    script = [
+        status(500), status(503), model(),          # p000 plan: two 5xx, then answered
+        status(429, {"Retry-After": "1"}), model(),  # p000 section 1: rate limited with Retry-After
+        reset(), model(),                           # p000 section 2: connection reset
+        hang(6.0), model(),                         # p000 section 3: hangs past the 5 s timeout
+        ok("Here is my plan: write well."),         # p001 plan: not JSON although JSON was asked for
+        model(), ok("cut off " * 40, finish_reason="length"), ok(""),  # p002: truncated, then empty
+        status(400),                                # p003 plan: e.g. longer than the context window
+        status(502), status(502), status(502),      # p004 plan: retries exhausted
+        status(429), model(), model(), model(), model(),  # p005: 429 without Retry-After, then fine
+    ]
+    with FaultServer(realistic=True) as server:
+        server.push(*script)
+        cfg = remote_build(tmp_path, server.base_url, 6, extra="max_active_samples = 1",
+                           endpoint_extra="concurrency = 2\nmax_attempts = 3")
+        summary = asyncio.run(build(config=str(cfg)))
+        received = len(server.received)
+
+    db = tmp_path / "corpus.duckdb"
+    assert received == len(script)  # every retry accounted for: no storm, nothing skipped
+    assert sorted(_rows(db, "select prompt_id, stage, reason from failures")) == [
+        ("p001", "plan", "unparsable_plan"), ("p002", "write", "empty_content"),
+        ("p003", "plan", "http_400"), ("p004", "plan", "http_502")]
+    assert sorted(_rows(db, "select prompt_id from samples")) == [("p000",), ("p005",)]
+    assert summary["lowest_concurrency"] == 1 and summary["http_attempts"] == received
+    assert summary["request_errors"] == {"empty_content": 1, "http_400": 1, "http_502": 1}
+    assert _rows(db, "select status from runs") == [("finished",)]
+
+
+def test_a_broken_endpoint_stops_the_build_early(tmp_path, prefect_api):
+    with FaultServer(realistic=True) as server:
+        server.push(*[status(404)] * 1000)
+        cfg = remote_build(tmp_path, server.base_url, 200, endpoint_extra="concurrency = 4")
+        with pytest.raises(LongformError, match=r"endpoint looks broken: 20 of the last 20 requests failed \(http_404"):
+            asyncio.run(build(config=str(cfg)))
+        received = len(server.received)
+    assert received <= 20 + 4
+    db = tmp_path / "corpus.duckdb"
+    assert _rows(db, "select status from runs") == [("failed",)]
+
+
+def test_a_planted_api_key_is_never_written(tmp_path, prefect_api):
+    key = "sk-planted-4f1c9e7b2d"
+    with FaultServer(realistic=True) as server:
+        cfg = remote_build(tmp_path, server.base_url, 3, endpoint_extra='api_key_env = "LF_TEST_KEY"')
+        proc = longform("--debug", "build", "--config", str(cfg), cwd=tmp_path,
+                        env={"PREFECT_API_URL": prefect_api, "LF_TEST_KEY": key})
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        assert server.authorization and all(a == f"Bearer {key}" for a in server.authorization)
+
+    assert key not in out + err
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any(p.name == "sft.parquet" for p in written) and any(p.name == "README.md" for p in written)
+    for path in written:
+        assert key.encode() not in path.read_bytes(), path
+    db = tmp_path / "corpus.duckdb"
+    for table in ("runs", "prompts", "requests", "samples", "sections", "failures"):
+        assert key not in repr(_rows(db, f"select * from {table}")), table
+    assert "LF_TEST_KEY" in _rows(db, "select config from runs")[0][0]
