@@ -9,6 +9,7 @@ from prefect.runtime import flow_run
 
 from flows.stages import export_stage, gather_all, register_prompts, write_shard
 from longform.config import load_settings
+from longform.export import check_out_dir
 from longform.progress import reporter
 from longform.prompts import load_prompts, required_prompts_path
 from longform.session import build_session
@@ -20,6 +21,8 @@ async def build(config: str, prompts: str | None = None, limit: int | None = Non
     settings = load_settings(Path(config), **{"build.prompts": prompts, "build.db": db})
     prompts_path = required_prompts_path(settings, config)
     prompt_list = load_prompts(prompts_path, limit)
+    if settings.export.enabled:
+        check_out_dir(settings.build.out_dir)
     items = [(p, i) for p in prompt_list for i in range(settings.build.samples_per_prompt)]
     size = settings.build.shard_size
 

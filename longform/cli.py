@@ -108,10 +108,17 @@ def build(
     """Write, score, store and export a corpus as the config says."""
     with _user_errors():
         from longform.config import load_settings
+        from longform.export import check_out_dir
+        from longform.store import Store
         from longform.prompts import load_prompts, required_prompts_path
 
         settings = load_settings(config, **{"build.prompts": prompts, "build.db": db})
         load_prompts(required_prompts_path(settings, config), limit)
+        if settings.export.enabled:
+            check_out_dir(settings.build.out_dir)
+        if settings.build.db.exists():
+            # A newer schema or another build holding the database fails here, before Prefect starts.
+            Store.open_read_only(settings.build.db).close()
         _quiet_prefect()
         from flows.build import build as build_flow
         from longform.progress import set_reporter

@@ -15,10 +15,22 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from longform.errors import LongformError
 from longform.store import Store
 
 _COLUMNS = ("sample_id", "prompt_id", "instruction", "text", "words", "length_counter",
             "required_words", "length_score", "writer", "model")
+
+
+def check_out_dir(out_dir: Path) -> None:
+    """Refuse an output directory that cannot be written before any model time is spent."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / f".longform-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise LongformError(f"{out_dir}: output directory is not writable ({e.strerror})") from None
 
 
 def export_sft(store: Store, sample_ids: list[str], *, out_dir: Path, name: str,

@@ -43,6 +43,21 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path):
 
     _one_line_error(run("build", "--config", str(tmp_path / "missing.toml"), cwd=tmp_path, env_home=tmp_path),
                     "missing.toml: config file not found")
+
+    (tmp_path / "a-file").write_text("")
+    unwritable = tmp_path / "unwritable.toml"
+    unwritable.write_text(config.read_text().replace(f'out_dir = "{tmp_path / "out"}"',
+                                                     f'out_dir = "{tmp_path / "a-file" / "out"}"'))
+    _one_line_error(run("build", "--config", str(unwritable), cwd=tmp_path, env_home=tmp_path),
+                    "a-file/out: output directory is not writable")
+
+    newer = tmp_path / "newer.duckdb"
+    with Store.open(newer) as store:
+        store._con.execute("insert into schema_version values (99, now())")
+    _one_line_error(run("build", "--config", str(config), "--db", str(newer), cwd=tmp_path, env_home=tmp_path),
+                    "schema v99, newer than")
+    _one_line_error(run("query", "select 1", "--db", str(newer), cwd=tmp_path, env_home=tmp_path),
+                    "schema v99, newer than")
     _one_line_error(run("query", "select 1", "--db", str(tmp_path / "none.duckdb"), cwd=tmp_path,
                         env_home=tmp_path), "no database here yet")
     assert not (tmp_path / "corpus.duckdb").exists()  # nothing was started for bad input

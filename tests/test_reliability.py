@@ -83,7 +83,7 @@ def test_kill_9_at_any_moment_then_resume_exactly(tmp_path, prefect_api):
 
 def test_first_ctrl_c_stops_sending_and_keeps_answers_in_flight(tmp_path, prefect_api):
     env = {"PREFECT_API_URL": prefect_api}
-    with FaultServer(realistic=True, delay_s=1.0) as server:
+    with FaultServer(realistic=True, delay_s=0.5) as server:
         cfg = remote_build(tmp_path, server.base_url, 10, endpoint_extra="concurrency = 2")
         proc = longform("build", "--config", str(cfg), cwd=tmp_path, env=env)
         _wait_for(lambda: len(server.received) >= 3)
