@@ -93,3 +93,13 @@ def test_old_text_is_elided_to_fit_the_context_window():
     assert len(content) * meter.tokens_per_char() <= 1000 - 200 - 64
     assert content.startswith("HEADER\n" + _ELIDED) and content.endswith("FOOTER")
     assert "Paragraph number 19" in content and "Paragraph number 0 " not in content
+
+
+def test_a_section_that_is_only_a_label_fails_the_sample(store):
+    plan = json.dumps({"paragraphs": [{"main_point": "only", "word_count": 50}]})
+    cfg = AgentWriteConfig(max_continuations=0)
+    with FaultServer() as server:
+        server.push(ok(plan), ok("**Paragraph 1**"))
+        [failure], _ = _write(_fault_endpoint(server), store, [Prompt("p", "x", target_words=50)], cfg=cfg)
+    assert isinstance(failure, WriteFailure)
+    assert (failure.stage, failure.reason) == ("write", "empty_section")

@@ -177,9 +177,9 @@ class AgentWrite:
                 meter.observe_prompt(content, answer)
                 piece = strip_label(answer.text)
                 meter.observe_text(piece, answer)
-                if text:
+                if text and piece:
                     text += (" " if finish == "length" else "\n\n") + piece
-                else:
+                elif piece:
                     text = piece
                 finish = answer.finish_reason
                 tokens_out += answer.tokens_out
@@ -187,6 +187,10 @@ class AgentWrite:
                 if not short or continuations >= self._cfg.max_continuations:
                     break
                 continuations += 1
+            if not text:
+                # Only a "Paragraph N" label came back: no text to keep, so no sample.
+                raise RequestFailed(answer.key, "empty_section",
+                                    f"section {idx + 1} had no text after its label: {answer.text[:200]!r}")
             sections.append(Section(idx, step.main_point, step.words, text, continuations, finish, tokens_out))
         return sections
 
