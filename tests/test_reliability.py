@@ -171,3 +171,32 @@ def test_a_planted_api_key_is_never_written(tmp_path, prefect_api):
     for table in ("runs", "prompts", "requests", "samples", "sections", "failures"):
         assert key not in repr(_rows(db, f"select * from {table}")), table
     assert "LF_TEST_KEY" in _rows(db, "select config from runs")[0][0]
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(c) for c in f.read().split()]
+    except FileNotFoundError:
+        return []
+
+
+def test_ctrl_c_stops_the_embedded_server(tmp_path, prefect_api):
+    from helpers import tiny_build
+
+    config = tiny_build(tmp_path)
+    proc = longform("build", "--config", str(config), cwd=tmp_path, env={"PREFECT_API_URL": prefect_api})
+    server_pids: list[int] = []
+
+    def serving() -> bool:
+        server_pids[:] = [c for c in _children(proc.pid)
+                          if "llama_cpp.server" in open(f"/proc/{c}/cmdline").read()]
+        return bool(server_pids) or proc.poll() is not None
+
+    _wait_for(serving)
+    time.sleep(3)  # let the build reach its first requests
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert server_pids and not any(os.path.exists(f"/proc/{pid}") for pid in server_pids)
+    assert _rows(tmp_path / "corpus.duckdb", "select status from runs") == [("interrupted",)]
