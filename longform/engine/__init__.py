@@ -8,13 +8,12 @@ the network, answered or failed, through the store.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
-
-import asyncio
 
 import httpx
 import openai
@@ -145,6 +144,25 @@ class Engine:
                               hit["tokens_out"] or 0, cached=True)
 
         started = time.monotonic()
+        response, attempts = await self._send(req, key, body, stats, started)
+        choice = response.choices[0] if response.choices else None
+        text = (choice.message.content or "") if choice else ""
+        finish = choice.finish_reason if choice else None
+        usage = response.usage
+        tokens_in = usage.prompt_tokens if usage else 0
+        tokens_out = usage.completion_tokens if usage else 0
+        if not text.strip():
+            # Never cached: an empty answer is not an answer, and a rerun should ask again.
+            self._record(req, key, body, stats, started, attempts, error="empty_content",
+                         detail=f"finish_reason={finish}", tokens=(tokens_in, tokens_out))
+            raise RequestFailed(key, "empty_content", f"the model returned no text (finish_reason={finish})")
+        self._record(req, key, body, stats, started, attempts, text=text, finish=finish,
+                     tokens=(tokens_in, tokens_out))
+        return Completion(key, text, finish, tokens_in, tokens_out, cached=False)
+
+    async def _send(self, req: ChatRequest, key: str, body: dict, stats: StageStats,
+                    started: float) -> tuple[Any, int]:
+        """(response, HTTP attempts), retrying as retry.py says; a final failure is recorded and raised."""
         attempts = rate_waits = 0
         while True:
             await self.limiter.acquire()
@@ -173,22 +191,7 @@ class Engine:
                 raise RequestFailed(key, error, _describe(exc)) from None
             await self.limiter.release()
             self.limiter.on_success()
-            break
-
-        choice = response.choices[0] if response.choices else None
-        text = (choice.message.content or "") if choice else ""
-        finish = choice.finish_reason if choice else None
-        usage = response.usage
-        tokens_in = usage.prompt_tokens if usage else 0
-        tokens_out = usage.completion_tokens if usage else 0
-        if not text.strip():
-            # Never cached: an empty answer is not an answer, and a rerun should ask again.
-            self._record(req, key, body, stats, started, attempts, error="empty_content",
-                         detail=f"finish_reason={finish}", tokens=(tokens_in, tokens_out))
-            raise RequestFailed(key, "empty_content", f"the model returned no text (finish_reason={finish})")
-        self._record(req, key, body, stats, started, attempts, text=text, finish=finish,
-                     tokens=(tokens_in, tokens_out))
-        return Completion(key, text, finish, tokens_in, tokens_out, cached=False)
+            return response, attempts
 
     def _stop_error(self) -> LongformError | None:
         """Checked with a slot in hand, just before sending, so nothing queued slips through."""
