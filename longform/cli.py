@@ -153,13 +153,9 @@ def query(
 ) -> None:
     """Run SQL over the corpus (the database is opened read-only)."""
     with _user_errors():
-        from longform.store import Store
+        from longform.store import read_query
 
-        store = Store.open_read_only(db)
-        try:
-            columns, rows = store.query(sql)
-        finally:
-            store.close()
+        columns, rows = read_query(db, sql)
         if format is Format.csv:
             writer = csv.writer(sys.stdout)
             writer.writerow(columns)

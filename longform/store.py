@@ -25,7 +25,12 @@ import duckdb
 import pyarrow as pa
 
 from longform.errors import LongformError
+from longform.live_reads import LiveReadError, QueryServer, ask_writer
 from longform.schema import APPEND_TABLES, LATEST, MIGRATIONS
+
+
+class DatabaseBusy(LongformError):
+    """Another process has the database open for writing."""
 
 
 def now() -> datetime:
@@ -39,6 +44,7 @@ class Store:
         self.path = path
         self.read_only = read_only
         self._journal: int | None = None
+        self._live_reads: QueryServer | None = None
         self._batch_rows = batch_rows
         self._flush_interval_s = flush_interval_s
         self._pending: dict[str, list[dict[str, Any]]] = {t: [] for t in APPEND_TABLES}
@@ -62,6 +68,7 @@ class Store:
             raise
         store = cls(con, path, **kwargs)
         store._open_journal()
+        store._live_reads = QueryServer(con, path, check_read_only).start()
         return store
 
     @classmethod
@@ -76,6 +83,9 @@ class Store:
         return cls(con, path, read_only=True)
 
     def close(self) -> None:
+        if self._live_reads is not None:
+            self._live_reads.stop()
+            self._live_reads = None
         try:
             self.flush()
         finally:
@@ -210,7 +220,7 @@ class Store:
 
     def query(self, sql: str, params: list[Any] | None = None) -> tuple[list[str], list[tuple]]:
         if self.read_only:
-            self._refuse_writes(sql)
+            check_read_only(self._con, sql)
         else:
             self.flush()
         try:
@@ -222,18 +232,37 @@ class Store:
         return [d[0] for d in cur.description], cur.fetchall()
 
 
-    def _refuse_writes(self, sql: str) -> None:
-        # A read-only connection already refuses INSERT or DROP on this database, but COPY ... TO
-        # writes files, ATTACH opens other databases for writing and INSTALL downloads code.
+def read_query(path: Path, sql: str) -> tuple[list[str], list[tuple]]:
+    """A read-only query, answered by the build that holds the database if there is one."""
+    try:
+        store = Store.open_read_only(path)
+    except DatabaseBusy:
         try:
-            statements = self._con.extract_statements(sql)
-        except duckdb.Error as e:
-            raise LongformError(f"query failed: {_first_line(e)}") from None
-        for statement in statements:
-            kind = statement.type.name
-            if kind not in _READ_ONLY_STATEMENTS:
-                raise LongformError(f"query refused: {kind} statements may write; `longform query` only"
-                                    " runs SELECT (and EXPLAIN)")
+            answer = ask_writer(path, sql)
+        except LiveReadError as e:
+            raise LongformError(f"query failed: {e}") from None
+        if answer is None:
+            raise
+        return answer
+    try:
+        return store.query(sql)
+    finally:
+        store.close()
+
+
+def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> None:
+    # A read-only connection already refuses INSERT or DROP on this database, but COPY ... TO
+    # writes files, ATTACH opens other databases for writing and INSTALL downloads code; and
+    # queries answered by a running build (live_reads.py) run on its writable connection.
+    try:
+        statements = con.extract_statements(sql)
+    except duckdb.Error as e:
+        raise LongformError(f"query failed: {_first_line(e)}") from None
+    for statement in statements:
+        kind = statement.type.name
+        if kind not in _READ_ONLY_STATEMENTS:
+            raise LongformError(f"query refused: {kind} statements may write; `longform query` only"
+                                " runs SELECT (and EXPLAIN)")
 
 
 _READ_ONLY_STATEMENTS = {"SELECT", "EXPLAIN"}
@@ -259,7 +288,7 @@ def _connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
         pid = re.search(r"PID (\d+)", msg)
         if "lock" in msg.lower():
             holder = f" (PID {pid.group(1)})" if pid else ""
-            raise LongformError(
+            raise DatabaseBusy(
                 f"{path}: database is open for writing by another longform process{holder};"
                 " wait for it to finish or use another --db"
             ) from None

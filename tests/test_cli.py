@@ -99,11 +99,22 @@ def test_build_then_query_then_rebuild_from_cache(tmp_path):
     assert '"n": ' + str(n) in as_json.stdout
 
 
-def test_query_while_another_process_writes_says_what_to_do(tmp_path):
+def test_query_while_another_process_writes_is_answered_by_the_writer(tmp_path):
     db = tmp_path / "corpus.duckdb"
-    writer = Store.open(db)
+    writer = Store.open(db, flush_interval_s=3600)
     try:
-        result = run("query", "select 1", "--db", str(db), cwd=tmp_path, env_home=tmp_path)
+        writer.start_run("r-live", "live", {}, None, None)
+        answered = run("query", "select run_id, status from runs", "--db", str(db), "-f", "csv",
+                       cwd=tmp_path, env_home=tmp_path)
+        assert answered.returncode == 0, answered.stderr
+        assert answered.stdout.splitlines() == ["run_id,status", "r-live,running"]
+
+        refused = run("query", "delete from runs", "--db", str(db), cwd=tmp_path, env_home=tmp_path)
+        _one_line_error(refused, "query refused: DELETE")
+
+        # A writer that cannot be reached (killed, or its address file removed) leaves a clear message.
+        (tmp_path / "corpus.duckdb.reader").unlink()
+        busy = run("query", "select 1", "--db", str(db), cwd=tmp_path, env_home=tmp_path)
+        _one_line_error(busy, "open for writing by another longform process", f"PID {os.getpid()}")
     finally:
         writer.close()
-    _one_line_error(result, "open for writing by another longform process", f"PID {os.getpid()}")
