@@ -169,6 +169,41 @@ def query(
             console.print(table)
 
 
+@app.command()
+def status(
+    run: Optional[str] = typer.Option(None, "--run", help="Run id (default: the latest run)."),
+    db: Path = typer.Option(DEFAULT_DB, help="DuckDB file."),
+) -> None:
+    """Per-stage requests, cache hits, tokens, errors and speed of a run, also while it runs."""
+    with _user_errors():
+        from longform.store import read_query
+
+        where = f"where run_id = '{run.replace(chr(39), '')}'" if run else ""
+        _, runs = read_query(db, f"select run_id, name, status, started_at, finished_at from runs {where}"
+                                 " order by started_at desc limit 1")
+        if not runs:
+            raise LongformError(f"{db}: no run {run!r}" if run else f"{db}: no runs yet")
+        run_id, name, state, started, finished = runs[0]
+        _, [(version,)] = read_query(db, "select max(version) from schema_version")
+        if version < 2:
+            console.print(f"run {run_id} · {name} · {state}: no per-stage stats in a v{version} database;"
+                          " the next build upgrades it")
+            return
+        _, stages = read_query(db, "select stage, requests, cache_hits, attempts, tokens_in, tokens_out, truncated,"
+                                   f" errors, wall_s, updated_at from run_stats where run_id = '{run_id}' order by stage")
+        table = Table("stage", "requests", "cache hits", "retries", "tokens in", "tokens out", "tokens/s",
+                      "truncated", "errors", "wall s",
+                      title=f"run {run_id} · {name} · {state} · started {started}"
+                            + (f" · finished {finished}" if finished else ""))
+        for stage, requests, hits, attempts, t_in, t_out, truncated, errors, wall, _ in stages:
+            errors = json.loads(errors) if isinstance(errors, str) else errors
+            table.add_row(stage, str(requests), str(hits), str(attempts - requests), f"{t_in:,}", f"{t_out:,}",
+                          f"{t_out / wall:,.1f}" if wall else "–",
+                          f"{truncated / requests:.0%}" if requests else "–",
+                          ", ".join(f"{k} × {v}" for k, v in errors.items()) or "none", f"{wall:.1f}")
+        console.print(table)
+
+
 class _EngineColumn(ProgressColumn):
     def __init__(self, reporter: "_RichReporter"):
         super().__init__()

@@ -88,6 +88,23 @@ MIGRATIONS: list[str] = [
         created_at TIMESTAMPTZ NOT NULL
     );
     """,
+    # v2: per-stage observability, rewritten every few seconds while a run is in progress.
+    """
+    CREATE TABLE run_stats (
+        run_id VARCHAR NOT NULL,
+        stage VARCHAR NOT NULL,
+        requests INTEGER NOT NULL,
+        attempts INTEGER NOT NULL,
+        cache_hits INTEGER NOT NULL,
+        tokens_in BIGINT NOT NULL,
+        tokens_out BIGINT NOT NULL,
+        truncated INTEGER NOT NULL,
+        errors JSON NOT NULL,               -- {"http_502": 3, "timeout": 1, ...}
+        wall_s DOUBLE NOT NULL,             -- first request sent to last answer, this stage
+        updated_at TIMESTAMPTZ NOT NULL,
+        PRIMARY KEY (run_id, stage)
+    );
+    """,
 ]
 
 LATEST = len(MIGRATIONS)

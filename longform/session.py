@@ -49,6 +49,14 @@ class BuildSession:
         self.active_samples = asyncio.Semaphore(settings.active_samples)
         self._started = time.monotonic()
 
+    def publish_stats(self) -> None:
+        self.store.put_run_stats(self.run_id, {stage: s.as_row() for stage, s in list(self.engine.stats.items())})
+
+    async def publish_stats_every(self, seconds: float) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            self.publish_stats()
+
     def summary(self) -> dict:
         totals = self.engine.totals()
         scores = self.tally.length_scores
@@ -104,7 +112,12 @@ async def build_session(settings: Settings, *, prompts_path: Path | None,
             try:
                 await engine.check()
                 session = BuildSession(settings, run_id, store, engine, resumed)
-                yield session
+                publisher = asyncio.create_task(session.publish_stats_every(2.0))
+                try:
+                    yield session
+                finally:
+                    publisher.cancel()
+                    session.publish_stats()
                 status = "finished"
             except (Interrupted, KeyboardInterrupt, asyncio.CancelledError):
                 status = "interrupted"

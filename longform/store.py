@@ -119,6 +119,13 @@ class Store:
             "UPDATE runs SET status = 'interrupted', finished_at = ? WHERE status = 'running'"
             " RETURNING run_id, name", [now()]).fetchall()
 
+    def put_run_stats(self, run_id: str, stages: dict[str, dict]) -> None:
+        """Replace the run's per-stage counters (they are totals so far, not increments)."""
+        rows = [[run_id, stage, s["requests"], s["attempts"], s["cache_hits"], s["tokens_in"], s["tokens_out"],
+                 s["truncated"], json.dumps(s["errors"]), s["wall_s"], now()] for stage, s in stages.items()]
+        if rows:
+            self._con.executemany("INSERT OR REPLACE INTO run_stats VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
     def finish_run(self, run_id: str, status: str, summary: dict) -> None:
         self.flush()
         self._con.execute(

@@ -200,3 +200,30 @@ def test_ctrl_c_stops_the_embedded_server(tmp_path, prefect_api):
     assert proc.returncode == 130, err
     assert server_pids and not any(os.path.exists(f"/proc/{pid}") for pid in server_pids)
     assert _rows(tmp_path / "corpus.duckdb", "select status from runs") == [("interrupted",)]
+
+
+def test_query_and_status_answer_while_a_build_runs(tmp_path, prefect_api):
+    env = {"PREFECT_API_URL": prefect_api}
+    db = tmp_path / "corpus.duckdb"
+    with FaultServer(realistic=True, delay_s=0.4) as server:
+        cfg = remote_build(tmp_path, server.base_url, 10, endpoint_extra="concurrency = 2")
+        proc = longform("build", "--config", str(cfg), cwd=tmp_path, env=env)
+        _wait_for(lambda: len(server.received) >= 8)
+        query = longform("query", "select count(*) as n from requests", "--db", str(db), "-f", "csv",
+                         cwd=tmp_path, env=env)
+        q_out, q_err = query.communicate(timeout=60)
+        status = longform("status", "--db", str(db), cwd=tmp_path, env=env)
+        s_out, s_err = status.communicate(timeout=60)
+        still_running = proc.poll() is None
+        assert proc.wait(timeout=300) == 0
+    assert still_running
+    assert query.returncode == 0, q_err
+    assert 1 <= int(q_out.splitlines()[1]) < 40
+    assert status.returncode == 0, s_err
+    assert "running" in s_out and "plan" in s_out
+
+    final = longform("status", "--db", str(db), cwd=tmp_path, env=env)
+    out, _ = final.communicate(timeout=60)
+    assert "finished" in out and "write" in out
+    [(plan_requests,)] = _rows(db, "select requests from run_stats where stage = 'plan'")
+    assert plan_requests == 10

@@ -73,6 +73,14 @@ class StageStats:
     tokens_out: int = 0
     truncated: int = 0
     errors: Counter = field(default_factory=Counter)
+    first_sent: float | None = None
+    last_done: float | None = None
+
+    def as_row(self) -> dict:
+        wall = (self.last_done - self.first_sent) if self.first_sent and self.last_done else 0.0
+        return {"requests": self.requests, "attempts": self.attempts, "cache_hits": self.cache_hits,
+                "tokens_in": self.tokens_in, "tokens_out": self.tokens_out, "truncated": self.truncated,
+                "errors": dict(self.errors), "wall_s": round(wall, 3)}
 
 
 class Engine:
@@ -144,6 +152,8 @@ class Engine:
                               hit["tokens_out"] or 0, cached=True)
 
         started = time.monotonic()
+        if stats.first_sent is None:
+            stats.first_sent = started
         response, attempts = await self._send(req, key, body, stats, started)
         choice = response.choices[0] if response.choices else None
         text = (choice.message.content or "") if choice else ""
@@ -206,6 +216,7 @@ class Engine:
                 attempts: int, *, text: str | None = None, finish: str | None = None,
                 tokens: tuple[int, int] = (0, 0), error: str | None = None, detail: str = "") -> None:
         self._breaker.record(error)
+        stats.last_done = time.monotonic()
         stats.requests += 1
         stats.tokens_in += tokens[0]
         stats.tokens_out += tokens[1]
