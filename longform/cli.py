@@ -135,6 +135,34 @@ def build(
             raise LongformError(f"no sample was written ({summary['failures']}); see the failures table")
 
 
+@app.command()
+def serve(
+    config: Path = typer.Option(..., "--config", "-c", help="TOML config file each scheduled run builds."),
+    cron: str = typer.Option("0 2 * * *", help="Schedule, as a cron expression (Prefect's timezone: UTC)."),
+    name: Optional[str] = typer.Option(None, help="Deployment name (default: [build] name)."),
+) -> None:
+    """Serve the build as a scheduled Prefect deployment; runs until stopped (Ctrl-C)."""
+    with _user_errors():
+        from longform.config import load_settings
+        from longform.prompts import load_prompts, required_prompts_path
+
+        settings = load_settings(config)
+        load_prompts(required_prompts_path(settings, config))
+        if not os.environ.get("PREFECT_API_URL"):
+            err_console.print("note: PREFECT_API_URL is not set, so the schedule lives in a temporary Prefect"
+                              " backend and ends with this process; see README, 'Run it on a schedule'")
+        os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+        from prefect.deployments.runner import EntrypointType
+
+        from flows.build import build as build_flow
+
+        # A module entrypoint, so runs start from any working directory where longform is installed.
+        build_flow.serve(name=name or settings.build.name, cron=cron,
+                         parameters={"config": str(config.resolve())},
+                         entrypoint_type=EntrypointType.MODULE_PATH,
+                         description=f"longform build of {config}")
+
+
 def _opt(path: Optional[Path]) -> Optional[str]:
     return str(path) if path is not None else None
 

@@ -65,5 +65,6 @@ def longform(*args: str, cwd: Path, env: dict | None = None, **popen) -> subproc
     """Start the real `longform` command in a new process."""
     full_env = {**os.environ, "PREFECT_HOME": str(cwd / "prefect"), "COLUMNS": "200",
                 "PREFECT_SERVER_ANALYTICS_ENABLED": "false", **(env or {})}
-    return subprocess.Popen([sys.executable, "-m", "longform.cli", *args], cwd=cwd, env=full_env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+    streams = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **popen}
+    return subprocess.Popen([sys.executable, "-m", "longform.cli", *args], cwd=cwd, env=full_env, text=True,
+                            **streams)

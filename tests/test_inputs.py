@@ -81,3 +81,16 @@ def test_prompts_keep_ids_targets_and_extra_fields(tmp_path):
     assert first.prompt_id == prompt_id_for("Write 300 words") and first.meta == {"lang": "en"}
     assert second.prompt_id == "7" and second.target_words == 50
     assert len(load_prompts(path, limit=1)) == 1
+
+
+def test_prefect_yaml_deployments_point_at_the_build_flow_and_valid_configs():
+    import yaml
+
+    spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    assert spec["deployments"]
+    for deployment in spec["deployments"]:
+        path, _, name = deployment["entrypoint"].partition(":")
+        assert (ROOT / path).exists() and name == "build"
+        settings = load_settings(ROOT / deployment["parameters"]["config"])
+        assert settings.build.prompts is not None
+        assert deployment["schedules"][0]["cron"]
