@@ -7,7 +7,7 @@ from pathlib import Path
 from prefect import flow
 from prefect.runtime import flow_run
 
-from flows.stages import export_stage, gather_all, register_prompts, write_shard
+from flows.stages import export_stage, gather_all, register_prompts, write_shard, write_until_accepted
 from longform.config import load_settings
 from longform.export import check_out_dir
 from longform.progress import reporter
@@ -17,7 +17,7 @@ from longform.session import build_session
 
 @flow(name="build")
 async def build(config: str, prompts: str | None = None, limit: int | None = None,
-                db: str | None = None) -> dict:
+                db: str | None = None, until_accepted: int | None = None) -> dict:
     settings = load_settings(Path(config), **{"build.prompts": prompts, "build.db": db})
     prompts_path = required_prompts_path(settings, config)
     prompt_list = load_prompts(prompts_path, limit)
@@ -28,11 +28,15 @@ async def build(config: str, prompts: str | None = None, limit: int | None = Non
 
     async with build_session(settings, prompts_path=prompts_path, prefect_flow_run_id=flow_run.id) as session:
         register_prompts(session, prompt_list, str(prompts_path))
-        reporter().start(len(items) * len(settings.writers.enabled), session.engine)
         try:
-            await gather_all(write_shard(session, writer, items[i:i + size])
-                             for writer in settings.writers.enabled
-                             for i in range(0, len(items), size))
+            if until_accepted:
+                reporter().start(until_accepted, session.engine)
+                await write_until_accepted(session, settings.writers.enabled[0], prompt_list, until_accepted)
+            else:
+                reporter().start(len(items) * len(settings.writers.enabled), session.engine)
+                await gather_all(write_shard(session, writer, items[i:i + size])
+                                 for writer in settings.writers.enabled
+                                 for i in range(0, len(items), size))
         finally:
             reporter().stop()
         if settings.export.enabled:

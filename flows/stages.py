@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from itertools import count, islice
 
 from prefect import task
 from prefect.cache_policies import NONE
 
 from judges import length
+from longform.admission import run_until_accepted
 from longform.errors import LongformError
 from longform.export import export_sft
 from longform.progress import reporter
@@ -40,17 +42,45 @@ def register_prompts(session: BuildSession, prompts: list[Prompt], source: str) 
 
 @task(name="write-shard", cache_policy=NONE)
 async def write_shard(session: BuildSession, writer_name: str, items: list[tuple[Prompt, int]]) -> None:
-    cfg = session.settings
-    writer = WRITERS[writer_name](session.engine, cfg.agentwrite, cfg.generation, seed=cfg.build.seed)
+    writer = _writer(session, writer_name)
     already = session.store.existing_sample_ids([writer.sample_id(p, i) for p, i in items])
 
     async def one(prompt: Prompt, sample_index: int) -> None:
         async with session.active_samples:
-            result = await writer.write(prompt, sample_index)
-        save(session, result, new=result.sample_id not in already)
-        reporter().sample_done(isinstance(result, Draft))
+            await write_one(session, writer, prompt, sample_index, already)
 
     await gather_all(one(p, i) for p, i in items)
+
+
+@task(name="write-until-accepted", cache_policy=NONE)
+async def write_until_accepted(session: BuildSession, writer_name: str, prompts: list[Prompt], target: int) -> None:
+    """Candidates in a fixed order (every prompt's sample 0, then every prompt's sample 1, …),
+    within the candidate budget, until `target` samples pass the selection policy."""
+    writer = _writer(session, writer_name)
+    budget = session.settings.build.candidate_budget or 4 * target
+    candidates = list(islice(((p, k) for k in count() for p in prompts), budget))
+    already = session.store.existing_sample_ids([writer.sample_id(p, k) for p, k in candidates])
+
+    async def one(candidate: tuple[Prompt, int]) -> bool:
+        return await write_one(session, writer, *candidate, already)
+
+    accepted, started = await run_until_accepted(candidates, one, target=target,
+                                                 max_active=session.settings.active_samples)
+    session.tally.accepted = accepted
+    session.tally.candidates = started
+
+
+def _writer(session: BuildSession, writer_name: str):
+    cfg = session.settings
+    return WRITERS[writer_name](session.engine, cfg.agentwrite, cfg.generation, seed=cfg.build.seed)
+
+
+async def write_one(session: BuildSession, writer, prompt: Prompt, sample_index: int, already: set[str]) -> bool:
+    """Write, score and store one sample; whether it passes the selection policy."""
+    result = await writer.write(prompt, sample_index)
+    accepted = save(session, result, new=result.sample_id not in already)
+    reporter().sample_done(isinstance(result, Draft))
+    return accepted
 
 
 async def gather_all(coroutines) -> None:
@@ -62,7 +92,7 @@ async def gather_all(coroutines) -> None:
             raise result
 
 
-def save(session: BuildSession, result: Draft | WriteFailure, *, new: bool) -> None:
+def save(session: BuildSession, result: Draft | WriteFailure, *, new: bool) -> bool:
     store, tally = session.store, session.tally
     if isinstance(result, WriteFailure):
         failure_id = hashlib.sha256(f"{session.run_id}|{result.stage}|{result.sample_id}".encode()).hexdigest()[:24]
@@ -71,7 +101,7 @@ def save(session: BuildSession, result: Draft | WriteFailure, *, new: bool) -> N
             "prompt_id": result.prompt.prompt_id, "sample_id": result.sample_id, "key": result.key,
             "reason": result.reason, "detail": result.detail, "created_at": now()})
         tally.failures[f"{result.stage}:{result.reason}"] += 1
-        return
+        return False
     scored = length.measure(result.text, result.required_words)
     # Sections first: one flush commits both, but a reader of the batch sees parents after children.
     store.add_many("sections", result.section_rows())
@@ -80,6 +110,8 @@ def save(session: BuildSession, result: Draft | WriteFailure, *, new: bool) -> N
     tally.new_samples += int(new)
     tally.length_scores.append(scored["length_score"])
     tally.sample_ids.append(result.sample_id)
+    # The selection policy, until judges and GATEAU add theirs: the export's length-score floor.
+    return scored["length_score"] >= session.settings.export.min_length_score
 
 
 @task(name="export-sft", cache_policy=NONE)

@@ -104,6 +104,9 @@ def build(
     prompts: Optional[Path] = typer.Option(None, help="JSONL prompts file (overrides [build] prompts)."),
     limit: Optional[int] = typer.Option(None, min=1, help="Use only the first N prompts."),
     db: Optional[Path] = typer.Option(None, help="DuckDB file (overrides [build] db)."),
+    until_accepted: Optional[int] = typer.Option(
+        None, min=1, help="Keep writing candidates (within [build] candidate_budget) until N samples pass"
+                          " the selection policy ([export] min_length_score)."),
 ) -> None:
     """Write, score, store and export a corpus as the config says."""
     with _user_errors():
@@ -127,7 +130,7 @@ def build(
             set_reporter(reporter)
             try:
                 summary = asyncio.run(build_flow(config=str(config), prompts=_opt(prompts), limit=limit,
-                                                 db=_opt(db)))
+                                                 db=_opt(db), until_accepted=until_accepted))
             finally:
                 set_reporter(None)
         _print_summary(summary)
@@ -298,6 +301,7 @@ def _print_summary(s: dict) -> None:
     rows = [
         ("samples", f"{s['samples']} ({s['new_samples']} new)"),
         ("resumed runs", ", ".join(s["resumed_runs"]) or "none"),
+        *([("accepted", f"{s['accepted']} of {s['candidates']} candidates")] if s["accepted"] is not None else []),
         ("failures", failures),
         ("median length score S_l", "n/a" if s["median_length_score"] is None else f"{s['median_length_score']:.1f}"),
         ("model requests sent", str(s["requests_sent"])),

@@ -30,6 +30,8 @@ class BuildConfig(_Section):
     # Prompts per Prefect task. Concurrency lives in the engine, so a shard is a unit of
     # bookkeeping (retry, observability), not of parallelism.
     shard_size: int = Field(256, ge=1)
+    # With --until-accepted N: the most candidate samples to try (default 4 x N).
+    candidate_budget: int | None = Field(None, ge=1)
     # Samples in progress at once (default: 4 x endpoint concurrency; 1 on the embedded server).
     # Enough to keep every slot busy; few enough that a sample's next request finds its prefix
     # still in the server's KV cache (llama.cpp keeps one: requests of one sample back to back

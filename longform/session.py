@@ -35,6 +35,8 @@ class Tally:
     failures: Counter = field(default_factory=Counter)
     sample_ids: list[str] = field(default_factory=list)
     export_dir: str | None = None
+    accepted: int | None = None      # --until-accepted builds only
+    candidates: int | None = None
 
 
 class BuildSession:
@@ -66,6 +68,8 @@ class BuildSession:
             "resumed_runs": [run_id for run_id, _ in self.resumed],
             "model": self.engine.model,
             "samples": self.tally.samples,
+            "accepted": self.tally.accepted,
+            "candidates": self.tally.candidates,
             "new_samples": self.tally.new_samples,
             "failures": dict(self.tally.failures),
             "median_length_score": round(statistics.median(scores), 2) if scores else None,

@@ -227,3 +227,30 @@ def test_query_and_status_answer_while_a_build_runs(tmp_path, prefect_api):
     assert "finished" in out and "write" in out
     [(plan_requests,)] = _rows(db, "select requests from run_stats where stage = 'plan'")
     assert plan_requests == 10
+
+
+def test_until_accepted_stops_at_exactly_n_and_resumes_for_free(tmp_path, prefect_api):
+    # Targets alternate 90 and 30 words; the stand-in model writes ~180 and ~96, so S_l is 66.7 for
+    # even prompts and 26.7 for odd ones, and a floor of 60 accepts exactly the even ones.
+    prompts = tmp_path / "prompts.jsonl"
+    with FaultServer(realistic=True) as server:
+        cfg = remote_build(tmp_path, server.base_url, 10, extra="max_active_samples = 3\ncandidate_budget = 12",
+                           endpoint_extra="concurrency = 3")
+        prompts.write_text("".join(f'{{"id": "p{i:03d}", "instruction": "Topic {i}.", "target_words": {90 if i % 2 == 0 else 30}}}\n'
+                                   for i in range(10)))
+        cfg.write_text(cfg.read_text() + "\n[export]\nmin_length_score = 60\n")
+        summary = asyncio.run(build(config=str(cfg), until_accepted=4))
+        first_requests = len(server.received)
+        again = asyncio.run(build(config=str(cfg), until_accepted=4))
+        assert len(server.received) == first_requests  # a rerun walks the same candidates from the cache
+
+    db = tmp_path / "corpus.duckdb"
+    assert summary["accepted"] == 4 and again["accepted"] == 4
+    kept = _rows(db, "select prompt_id from samples where length_score >= 60 order by prompt_id")
+    assert kept == [("p000",), ("p002",), ("p004",), ("p006",)]  # no accepted sample beyond N
+    [(written,)] = _rows(db, "select count(*) from samples")
+    assert written == summary["candidates"] <= 12
+    data = _rows(db, "select count(*) from samples where length_score < 60")
+    assert data == [(written - 4,)]
+    import pyarrow.parquet as pq
+    assert pq.read_table(tmp_path / "out" / "remote" / "sft.parquet").num_rows == 4
