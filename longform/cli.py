@@ -215,6 +215,9 @@ def status(
         if not runs:
             raise LongformError(f"{db}: no run {run!r}" if run else f"{db}: no runs yet")
         run_id, name, state, started, finished = runs[0]
+        _, [(config_json,)] = read_query(db, f"select config from runs where run_id = '{run_id}'")
+        endpoint = json.loads(config_json).get("endpoint", {})
+        prices = (endpoint.get("price_in_per_mtok"), endpoint.get("price_out_per_mtok"))
         _, [(version,)] = read_query(db, "select max(version) from schema_version")
         if version < 2:
             console.print(f"run {run_id} · {name} · {state}: no per-stage stats in a v{version} database;"
@@ -233,6 +236,9 @@ def status(
                           f"{truncated / requests:.0%}" if requests else "–",
                           ", ".join(f"{k} × {v}" for k, v in errors.items()) or "none", f"{wall:.1f}")
         console.print(table)
+        if all(p is not None for p in prices):
+            cost = sum(row[4] * prices[0] + row[5] * prices[1] for row in stages) / 1e6
+            console.print(f"estimated cost: {cost:,.4f} at {prices[0]:g} in / {prices[1]:g} out per million tokens")
 
 
 class _EngineColumn(ProgressColumn):

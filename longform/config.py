@@ -60,6 +60,9 @@ class EndpointConfig(_Section):
     # vLLM/SGLang/OpenAI take {"type": "json_schema", ...}. "auto" picks by `kind`.
     json_dialect: Literal["auto", "json_object", "json_schema", "none"] = "auto"
     context_window: int = Field(8192, ge=512)
+    # Optional prices in your currency per million tokens, for cost estimates in `longform status`.
+    price_in_per_mtok: float | None = Field(None, ge=0)
+    price_out_per_mtok: float | None = Field(None, ge=0)
     # Embedded server only.
     n_threads: int | None = Field(None, ge=1)
 

@@ -79,6 +79,11 @@ def test_served_deployment_runs_when_triggered(tmp_path):
             db = tmp_path / "corpus.duckdb"
             _until(lambda: (flow_run_id, "finished") in _runs(db), 240, "the flow run's build")
             assert len(fault.received) == 4 * 3
+
+            # A CLI run of the same config reuses what the scheduled run paid for.
+            cli = longform("build", "--config", str(config), cwd=tmp_path, env={"PREFECT_API_URL": api})
+            assert cli.wait(timeout=300) == 0, cli.stderr.read()
+            assert len(fault.received) == 4 * 3
         con = duckdb.connect(str(db), read_only=True)
         assert con.execute("select count(*) from samples").fetchone() == (3,)
         con.close()

@@ -254,3 +254,16 @@ def test_until_accepted_stops_at_exactly_n_and_resumes_for_free(tmp_path, prefec
     assert data == [(written - 4,)]
     import pyarrow.parquet as pq
     assert pq.read_table(tmp_path / "out" / "remote" / "sft.parquet").num_rows == 4
+
+
+def test_status_estimates_cost_from_configured_prices(tmp_path, prefect_api):
+    with FaultServer(realistic=True) as server:
+        cfg = remote_build(tmp_path, server.base_url, 2,
+                           endpoint_extra="price_in_per_mtok = 1000000\nprice_out_per_mtok = 0")
+        asyncio.run(build(config=str(cfg)))
+    db = tmp_path / "corpus.duckdb"
+    [(tokens_in,)] = _rows(db, "select sum(tokens_in) from run_stats")
+    status = longform("status", "--db", str(db), cwd=tmp_path, env={"PREFECT_API_URL": prefect_api})
+    out, err = status.communicate(timeout=60)
+    assert status.returncode == 0, err
+    assert f"estimated cost: {tokens_in:,.4f}" in out
