@@ -46,7 +46,7 @@ def test_build_stores_everything_and_a_rerun_sends_nothing(prefect, tmp_path):
 
     zh = _rows(db, "select required_words, required_source, length_counter from samples where prompt_id = 'zh'")
     assert zh in ([], [(50, "instruction", "lbw_words")])
-    for sample_id, words, score, required in _rows(db, "select sample_id, words, length_score, required_words from samples"):
+    for sample_id, score, required in _rows(db, "select sample_id, length_score, required_words from samples"):
         sections = _rows(db, f"select idx, words, planned_words from sections where sample_id = '{sample_id}' order by idx")
         assert [s[0] for s in sections] == list(range(len(sections)))
         assert sum(s[2] for s in sections) == required

@@ -5,8 +5,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from longform.store import Store
 
 from helpers import tiny_build

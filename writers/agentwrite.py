@@ -18,6 +18,8 @@ import json
 import math
 import re
 from dataclasses import dataclass
+from functools import partial
+from typing import Callable
 
 from judges.length import WORDS, required_words
 from longform.config import AgentWriteConfig, GenerationConfig
@@ -166,13 +168,9 @@ class AgentWrite:
                 words = step.words - WORDS(text) if text else step.words
                 max_tokens = meter.max_tokens(words)
                 prior = "\n\n".join([s.text for s in sections] + ([text] if text else []))
-
-                def render(prior_text: str) -> str:
-                    return template.render(instruction=prompt.instruction, plan=plan_text,
-                                           text=prior_text or "(nothing yet)", step=idx + 1,
-                                           main_point=step.main_point, words=max(words, 1))
-
-                content = meter.fit(render, prior, max_tokens)
+                fill = partial(template.render, instruction=prompt.instruction, plan=plan_text, step=idx + 1,
+                               main_point=step.main_point, words=max(words, 1))
+                content = meter.fit(fill, prior, max_tokens)
                 answer = await self._ask("write", content, max_tokens, sample_index, template)
                 meter.observe_prompt(content, answer)
                 piece = strip_label(answer.text)
@@ -247,9 +245,13 @@ class _Meter:
             ratios.append(self._text_tokens / self._text_chars)
         return max(ratios) * 1.1
 
-    def fit(self, render, prior: str, max_tokens: int) -> str:
-        """The rendered prompt, with the oldest part of `prior` elided until it fits the window."""
+    def fit(self, fill: Callable[..., str], prior: str, max_tokens: int) -> str:
+        """`fill(text=...)` with the text so far, its oldest part elided until it fits the window."""
         budget = self._context - max_tokens - 64
+
+        def render(text: str) -> str:
+            return fill(text=text or "(nothing yet)")
+
         tpc = self.tokens_per_char()
         content = render(prior)
         while prior and len(content) * tpc > budget:
