@@ -16,7 +16,6 @@ from prefect.cache_policies import NONE
 
 from judges import length
 from longform.admission import run_until_accepted
-from longform.errors import LongformError
 from longform.export import export_sft
 from longform.progress import reporter
 from longform.prompts import Prompt
@@ -29,15 +28,7 @@ WRITERS = {"agentwrite": AgentWrite}
 
 @task(name="register-prompts", cache_policy=NONE)
 def register_prompts(session: BuildSession, prompts: list[Prompt], source: str) -> None:
-    known = session.store.prompt_instructions([p.prompt_id for p in prompts])
-    for p in prompts:
-        if p.prompt_id in known and known[p.prompt_id] != p.instruction:
-            # An id is an identity: reusing it for new text would pair old samples with it on export.
-            raise LongformError(f"{source}: prompt id {p.prompt_id!r} is already in {session.store.path}"
-                                " with a different instruction; give the changed prompt a new id")
-    session.store.add_many("prompts", (
-        {"prompt_id": p.prompt_id, "instruction": p.instruction, "target_words": p.target_words,
-         "meta": p.meta or None, "source": source, "created_at": now()} for p in prompts))
+    session.store.add_prompts(prompts, source)
 
 
 @task(name="write-shard", cache_policy=NONE)

@@ -26,6 +26,7 @@ import pyarrow as pa
 
 from longform.errors import LongformError
 from longform.live_reads import LiveReadError, QueryServer, ask_writer
+from longform.prompts import Prompt
 from longform.schema import APPEND_TABLES, LATEST, MIGRATIONS
 
 
@@ -213,11 +214,18 @@ class Store:
             return None
         return dict(zip(("response_text", "finish_reason", "tokens_in", "tokens_out"), row))
 
-    def prompt_instructions(self, prompt_ids: list[str]) -> dict[str, str]:
+    def add_prompts(self, prompts: list[Prompt], source: str) -> None:
         self.flush()
-        rows = self._con.execute("SELECT prompt_id, instruction FROM prompts WHERE list_contains(?, prompt_id)",
-                                 [prompt_ids]).fetchall()
-        return dict(rows)
+        known = dict(self._con.execute("SELECT prompt_id, instruction FROM prompts WHERE list_contains(?, prompt_id)",
+                                       [[p.prompt_id for p in prompts]]).fetchall())
+        for p in prompts:
+            if p.prompt_id in known and known[p.prompt_id] != p.instruction:
+                # An id is an identity: reusing it for new text would pair old samples with it on export.
+                raise LongformError(f"{source}: prompt id {p.prompt_id!r} is already in {self.path}"
+                                    " with a different instruction; give the changed prompt a new id")
+        self.add_many("prompts", (
+            {"prompt_id": p.prompt_id, "instruction": p.instruction, "target_words": p.target_words,
+             "meta": p.meta or None, "source": source, "created_at": now()} for p in prompts))
 
     def existing_sample_ids(self, sample_ids: list[str]) -> set[str]:
         self.flush()
