@@ -62,14 +62,16 @@ class Store:
         except OSError as e:
             raise LongformError(f"{path.parent}: cannot create database directory ({e.strerror})") from None
         con = _connect(path, read_only=False)
+        store = cls(con, path, **kwargs)
         try:
             _migrate(con, path)
+            store._open_journal()
+            store._live_reads = QueryServer(con, path, check_read_only).start()
         except BaseException:
+            if store._journal is not None:
+                os.close(store._journal)
             con.close()
             raise
-        store = cls(con, path, **kwargs)
-        store._open_journal()
-        store._live_reads = QueryServer(con, path, check_read_only).start()
         return store
 
     @classmethod
