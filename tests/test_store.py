@@ -149,3 +149,21 @@ def test_query_refuses_statements_that_write(tmp_path, sql):
     finally:
         ro.close()
     assert not (tmp_path / "leak.csv").exists() and not (tmp_path / "other.duckdb").exists()
+
+
+def test_an_older_database_is_migrated_in_place_keeping_its_rows(tmp_path):
+    from longform.schema import MIGRATIONS
+
+    path = tmp_path / "v1.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE schema_version (version INTEGER, applied_at TIMESTAMPTZ)")
+    con.execute(MIGRATIONS[0])
+    con.execute("INSERT INTO schema_version VALUES (1, now())")
+    con.execute("INSERT INTO runs (run_id, name, status, config, started_at) VALUES ('r-old', 'x', 'finished', '{}', now())")
+    con.close()
+    with Store.open(path) as store:
+        assert store.query("select max(version) from schema_version")[1] == [(LATEST,)]
+        assert store.query("select run_id from runs")[1] == [("r-old",)]
+        store.put_run_stats("r-old", {"write": {"requests": 1, "attempts": 1, "cache_hits": 0, "tokens_in": 1,
+                                                "tokens_out": 1, "truncated": 0, "errors": {}, "wall_s": 0.1}})
+        assert store.query("select stage from run_stats")[1] == [("write",)]
