@@ -8,21 +8,15 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from flows.stages import export_stage, gather_all, register_prompts, write_shard, write_until_accepted
-from longform.config import load_settings
-from longform.export import check_out_dir
+from longform.build_inputs import load_build_inputs
 from longform.progress import reporter
-from longform.prompts import load_prompts, required_prompts_path
 from longform.session import build_session
 
 
 @flow(name="build")
 async def build(config: str, prompts: str | None = None, limit: int | None = None,
                 db: str | None = None, until_accepted: int | None = None) -> dict:
-    settings = load_settings(Path(config), **{"build.prompts": prompts, "build.db": db})
-    prompts_path = required_prompts_path(settings, config)
-    prompt_list = load_prompts(prompts_path, limit)
-    if settings.export.enabled:
-        check_out_dir(settings.build.out_dir)
+    settings, prompts_path, prompt_list = load_build_inputs(Path(config), prompts=prompts, db=db, limit=limit)
     items = [(p, i) for p in prompt_list for i in range(settings.build.samples_per_prompt)]
     size = settings.build.shard_size
 

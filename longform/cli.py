@@ -110,15 +110,10 @@ def build(
 ) -> None:
     """Write, score, store and export a corpus as the config says."""
     with _user_errors():
-        from longform.config import load_settings
-        from longform.export import check_out_dir
+        from longform.build_inputs import load_build_inputs
         from longform.store import Store
-        from longform.prompts import load_prompts, required_prompts_path
 
-        settings = load_settings(config, **{"build.prompts": prompts, "build.db": db})
-        load_prompts(required_prompts_path(settings, config), limit)
-        if settings.export.enabled:
-            check_out_dir(settings.build.out_dir)
+        settings, _, _ = load_build_inputs(config, prompts=prompts, db=db, limit=limit)
         if settings.build.db.exists():
             # A newer schema or another build holding the database fails here, before Prefect starts.
             Store.open_read_only(settings.build.db).close()
@@ -146,11 +141,9 @@ def serve(
 ) -> None:
     """Serve the build as a scheduled Prefect deployment; runs until stopped (Ctrl-C)."""
     with _user_errors():
-        from longform.config import load_settings
-        from longform.prompts import load_prompts, required_prompts_path
+        from longform.build_inputs import load_build_inputs
 
-        settings = load_settings(config)
-        load_prompts(required_prompts_path(settings, config))
+        settings, _, _ = load_build_inputs(config)
         if not os.environ.get("PREFECT_API_URL"):
             err_console.print("note: PREFECT_API_URL is not set, so the schedule lives in a temporary Prefect"
                               " backend and ends with this process; see README, 'Run it on a schedule'")
