@@ -1,4 +1,4 @@
-"""The `build` flow: load → write → score → store → export."""
+"""The `build` flow: load → write (each sample judged as it finishes) → filter, fit, select → export."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from pathlib import Path
 from prefect import flow
 from prefect.runtime import flow_run
 
-from flows.stages import export_stage, gather_all, register_prompts, write_shard, write_until_accepted
+from flows.stages import (export_stage, gather_all, judge_panel, judge_remaining, register_prompts,
+                          score_and_select, write_shard, write_until_accepted)
 from longform.build_inputs import load_build_inputs
 from longform.progress import reporter
 from longform.session import build_session
@@ -22,17 +23,22 @@ async def build(config: str, prompts: str | None = None, limit: int | None = Non
 
     async with build_session(settings, prompts_path=prompts_path, prefect_flow_run_id=flow_run.id) as session:
         register_prompts(session, prompt_list, str(prompts_path))
+        writers = settings.writers.enabled
+        panel = judge_panel(session, prompt_list,
+                            None if until_accepted else settings.build.samples_per_prompt * len(writers))
         try:
             if until_accepted:
                 reporter().start(until_accepted, session.engine)
-                await write_until_accepted(session, settings.writers.enabled[0], prompt_list, until_accepted)
+                await write_until_accepted(session, panel, writers[0], prompt_list, until_accepted)
             else:
-                reporter().start(len(items) * len(settings.writers.enabled), session.engine)
-                await gather_all(write_shard(session, writer, items[i:i + size])
-                                 for writer in settings.writers.enabled
-                                 for i in range(0, len(items), size))
+                reporter().start(len(items) * len(writers), session.engine)
+                await gather_all(write_shard(session, panel, writer, items[i:i + size])
+                                 for writer in writers for i in range(0, len(items), size))
+            if panel.enabled:
+                await judge_remaining(panel)
         finally:
             reporter().stop()
+        score_and_select(session, panel)
         if settings.export.enabled:
             export_stage(session)
         return session.summary()

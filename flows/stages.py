@@ -15,6 +15,9 @@ from prefect import task
 from prefect.cache_policies import NONE
 
 from judges import length
+from judges.material import Candidate
+from judges.panel import JudgePanel
+from judges.scoring import score_run
 from longform.admission import run_until_accepted
 from longform.export import export_sft
 from longform.progress import reporter
@@ -31,20 +34,33 @@ def register_prompts(session: BuildSession, prompts: list[Prompt], source: str) 
     session.store.add_prompts(prompts, source)
 
 
+def judge_panel(session: BuildSession, prompts: list[Prompt], candidates_per_prompt: int | None) -> JudgePanel:
+    """The build's judges. With a known number of candidates per prompt, a prompt's pairs are
+    judged as soon as its last candidate is written."""
+    panel = JudgePanel(session.engine, session.settings.judges, context_window=session.settings.endpoint.context_window,
+                       run_id=session.run_id, record=lambda row: session.store.add("judgments", row))
+    if candidates_per_prompt:
+        for p in prompts:
+            panel.expect(p.prompt_id, candidates_per_prompt)
+    return panel
+
+
 @task(name="write-shard", cache_policy=NONE)
-async def write_shard(session: BuildSession, writer_name: str, items: list[tuple[Prompt, int]]) -> None:
+async def write_shard(session: BuildSession, panel: JudgePanel, writer_name: str,
+                      items: list[tuple[Prompt, int]]) -> None:
     writer = _writer(session, writer_name)
     already = session.store.existing_sample_ids([writer.sample_id(p, i) for p, i in items])
 
     async def one(prompt: Prompt, sample_index: int) -> None:
         async with session.active_samples:
-            await write_one(session, writer, prompt, sample_index, already)
+            await write_one(session, panel, writer, prompt, sample_index, already)
 
     await gather_all(one(p, i) for p, i in items)
 
 
 @task(name="write-until-accepted", cache_policy=NONE)
-async def write_until_accepted(session: BuildSession, writer_name: str, prompts: list[Prompt], target: int) -> None:
+async def write_until_accepted(session: BuildSession, panel: JudgePanel, writer_name: str, prompts: list[Prompt],
+                               target: int) -> None:
     """Candidates in a fixed order (every prompt's sample 0, then every prompt's sample 1, …),
     within the candidate budget, until `target` samples pass the selection policy."""
     writer = _writer(session, writer_name)
@@ -53,7 +69,7 @@ async def write_until_accepted(session: BuildSession, writer_name: str, prompts:
     already = session.store.existing_sample_ids([writer.sample_id(p, k) for p, k in candidates])
 
     async def one(candidate: tuple[Prompt, int]) -> bool:
-        return await write_one(session, writer, *candidate, already)
+        return await write_one(session, panel, writer, *candidate, already)
 
     accepted, started = await run_until_accepted(candidates, one, target=target,
                                                  max_active=session.settings.active_samples)
@@ -66,10 +82,15 @@ def _writer(session: BuildSession, writer_name: str):
     return WRITERS[writer_name](session.engine, cfg.agentwrite, cfg.generation, seed=cfg.build.seed)
 
 
-async def write_one(session: BuildSession, writer, prompt: Prompt, sample_index: int, already: set[str]) -> bool:
-    """Write, score and store one sample; whether it passes the selection policy."""
+async def write_one(session: BuildSession, panel: JudgePanel, writer, prompt: Prompt, sample_index: int,
+                    already: set[str]) -> bool:
+    """Write, score, store and judge one sample; whether it passes the length floor."""
     result = await writer.write(prompt, sample_index)
     accepted = save(session, result, new=result.sample_id not in already)
+    candidate = None
+    if isinstance(result, Draft):
+        candidate = Candidate(result.sample_id, prompt.prompt_id, prompt.instruction, result.text, result.tokens_out)
+    await panel.sample_done(prompt.prompt_id, (sample_index, writer.name), candidate)
     reporter().sample_done(isinstance(result, Draft))
     return accepted
 
@@ -101,15 +122,28 @@ def save(session: BuildSession, result: Draft | WriteFailure, *, new: bool) -> b
     tally.new_samples += int(new)
     tally.length_scores.append(scored["length_score"])
     tally.sample_ids.append(result.sample_id)
-    # The selection policy, until judges and GATEAU add theirs: the export's length-score floor.
-    return scored["length_score"] >= session.settings.export.min_length_score
+    # `--until-accepted` counts samples over the length floor; judges and filters come after.
+    return scored["length_score"] >= session.settings.selection.min_length_score
+
+
+@task(name="judge-remaining", cache_policy=NONE)
+async def judge_remaining(panel: JudgePanel) -> None:
+    await panel.judge_remaining()
+
+
+@task(name="score-and-select", cache_policy=NONE)
+def score_and_select(session: BuildSession, panel: JudgePanel) -> dict:
+    summary = score_run(session.store, session.settings, run_id=session.run_id,
+                        sample_ids=session.tally.sample_ids, judgment_ids=panel.judgment_ids,
+                        judge_model=session.engine.model).as_dict()
+    session.tally.scoring = summary
+    return summary
 
 
 @task(name="export-sft", cache_policy=NONE)
 def export_stage(session: BuildSession) -> str:
     cfg = session.settings
-    target = export_sft(session.store, session.tally.sample_ids, out_dir=cfg.build.out_dir,
-                        name=cfg.build.name, min_length_score=cfg.export.min_length_score,
+    target = export_sft(session.store, out_dir=cfg.build.out_dir, name=cfg.build.name,
                         run_id=session.run_id, config=cfg.snapshot())
     session.tally.export_dir = str(target)
     return str(target)

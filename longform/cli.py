@@ -106,7 +106,7 @@ def build(
     db: Optional[Path] = typer.Option(None, help="DuckDB file (overrides [build] db)."),
     until_accepted: Optional[int] = typer.Option(
         None, min=1, help="Keep writing candidates (within [build] candidate_budget) until N samples pass"
-                          " the selection policy ([export] min_length_score)."),
+                          " the selection policy ([selection] min_length_score)."),
 ) -> None:
     """Write, score, store and export a corpus as the config says."""
     with _user_errors():

@@ -110,9 +110,44 @@ class WritersConfig(_Section):
     enabled: list[Literal["agentwrite"]] = ["agentwrite"]
 
 
+class JudgesConfig(_Section):
+    # The judges run on the build's endpoint: a sample is judged as soon as it is written, and a
+    # prompt's pairs as soon as its last candidate is.
+    rubric: bool = False
+    pairwise: bool = False
+    max_tokens: int = Field(128, ge=16)
+    temperature: float = Field(0.0, ge=0)
+    # Pairs judged per prompt, in both orders (all pairs of its first candidates up to this many).
+    max_pairs_per_prompt: int = Field(6, ge=1)
+    # What the pairwise length-control fit compares (its per-group quality θ): samples' writer or model.
+    compare: Literal["writer", "model"] = "writer"
+
+
+FilterName = Literal["min_length_score", "plan_labels", "repeated_paragraphs", "near_duplicate_prompt",
+                     "ends_with_punctuation", "repeated_ngram", "meta_words"]
+
+
+class FiltersConfig(_Section):
+    # rapidfuzz ratios (0-100) at or above which two prompts, or two paragraphs of one sample,
+    # count as near-duplicates.
+    near_duplicate_prompts: float = Field(90.0, gt=0, le=100)
+    repeated_paragraphs: float = Field(90.0, gt=0, le=100)
+    # Filters whose failure excludes a sample from selection; the others are only recorded.
+    required: list[FilterName] = ["min_length_score", "plan_labels", "repeated_paragraphs", "near_duplicate_prompt"]
+
+
+class SelectionConfig(_Section):
+    min_length_score: float = Field(0.0, ge=0, le=100)
+    # Floor on the length-controlled rubric score (needs [judges] rubric).
+    min_lc_quality: float | None = Field(None, ge=0, le=100)
+    # DPO pairs: chosen = the best candidate of a prompt that meets the length requirement,
+    # rejected = its worst candidate if at least this far below (in the ranking score's units).
+    dpo_min_length_score: float = Field(80.0, ge=0, le=100)
+    dpo_margin: float = Field(5.0, ge=0)
+
+
 class ExportConfig(_Section):
     enabled: bool = True
-    min_length_score: float = Field(0.0, ge=0, le=100)
 
 
 class Settings(_Section):
@@ -121,6 +156,9 @@ class Settings(_Section):
     generation: GenerationConfig = GenerationConfig()
     writers: WritersConfig = WritersConfig()
     agentwrite: AgentWriteConfig = AgentWriteConfig()
+    judges: JudgesConfig = JudgesConfig()
+    filters: FiltersConfig = FiltersConfig()
+    selection: SelectionConfig = SelectionConfig()
     export: ExportConfig = ExportConfig()
 
     @property

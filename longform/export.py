@@ -33,15 +33,16 @@ def check_out_dir(out_dir: Path) -> None:
         raise LongformError(f"{out_dir}: output directory is not writable ({e.strerror})") from None
 
 
-def export_sft(store: Store, sample_ids: list[str], *, out_dir: Path, name: str,
-               min_length_score: float, run_id: str, config: dict) -> Path:
+def export_sft(store: Store, *, out_dir: Path, name: str, run_id: str, config: dict) -> Path:
+    """The run's selected SFT samples (its `selections` rows)."""
     _, rows = store.query(
         f"SELECT {', '.join('s.' + c if c != 'instruction' else 'p.instruction' for c in _COLUMNS)}"
-        " FROM samples s JOIN prompts p USING (prompt_id)"
-        " WHERE list_contains(?, s.sample_id) AND s.length_score >= ?"
+        " FROM selections sel JOIN samples s USING (sample_id) JOIN prompts p ON p.prompt_id = s.prompt_id"
+        " WHERE sel.run_id = ? AND sel.purpose = 'sft' AND sel.selected"
         " ORDER BY s.prompt_id, s.sample_index",
-        [sample_ids, min_length_score],
+        [run_id],
     )
+    _, (considered,) = store.query("SELECT count(*) FROM selections WHERE run_id = ? AND purpose = 'sft'", [run_id])
     records = [dict(zip(_COLUMNS, row)) for row in rows]
     target = out_dir / name
     target.mkdir(parents=True, exist_ok=True)
@@ -51,11 +52,16 @@ def export_sft(store: Store, sample_ids: list[str], *, out_dir: Path, name: str,
                       {"role": "assistant", "content": r["text"]}] for r in records],
         **{c: [r[c] for r in records] for c in _COLUMNS if c not in ("instruction", "text")},
     })
-    _atomic(target / "sft.parquet", lambda p: pq.write_table(table, p))
-    _atomic(target / "sft.jsonl", lambda p: p.write_text(
-        "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in table.to_pylist()), encoding="utf-8"))
-    card = dataset_card(name, records, run_id=run_id, config=config, min_length_score=min_length_score,
-                        considered=len(sample_ids))
+    if records:
+        _atomic(target / "sft.parquet", lambda p: pq.write_table(table, p))
+        _atomic(target / "sft.jsonl", lambda p: p.write_text(
+            "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in table.to_pylist()), encoding="utf-8"))
+    else:
+        # No data files rather than empty ones (datasets cannot load a 0-row Parquet file), and
+        # none left from an earlier export that the card no longer describes.
+        for stale in ("sft.parquet", "sft.jsonl"):
+            (target / stale).unlink(missing_ok=True)
+    card = dataset_card(name, records, run_id=run_id, config=config, considered=considered[0])
     _atomic(target / "README.md", lambda p: p.write_text(card, encoding="utf-8"))
     return target
 
@@ -66,8 +72,7 @@ def _atomic(path: Path, write) -> None:
     os.replace(tmp, path)
 
 
-def dataset_card(name: str, records: list[dict], *, run_id: str, config: dict, min_length_score: float,
-                 considered: int) -> str:
+def dataset_card(name: str, records: list[dict], *, run_id: str, config: dict, considered: int) -> str:
     words = [r["words"] for r in records]
     scores = [r["length_score"] for r in records]
     models = sorted({r["model"] for r in records}) or [config.get("endpoint", {}).get("model") or "?"]
@@ -88,7 +93,7 @@ def dataset_card(name: str, records: list[dict], *, run_id: str, config: dict, m
         "",
         "| | |",
         "|---|---|",
-        f"| rows | {len(records)} (of {considered} samples written; kept if length score ≥ {min_length_score:g}) |",
+        f"| rows | {len(records)} of {considered} samples written, kept by the selection policy (see Config) |",
         f"| words per answer ({', '.join(counters)}) | {stats(words)} |",
         f"| LongBench-Write length score S_l | {stats(scores)} |",
         f"| generation model | {', '.join(models)} |",
@@ -113,6 +118,7 @@ def dataset_card(name: str, records: list[dict], *, run_id: str, config: dict, m
         "",
         "```sql",
         "select * from sections where sample_id = '<sample_id>' order by idx;",
+        f"select * from selections where run_id = '{run_id}' and sample_id = '<sample_id>';",
         "```",
         "",
         "## Config",

@@ -105,6 +105,73 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (run_id, stage)
     );
     """,
+    # v3: judges, filters, length control and selection.
+    """
+    CREATE TABLE judgments (
+        judgment_id VARCHAR PRIMARY KEY,    -- hash of judge, template, settings and the samples shown
+        run_id VARCHAR NOT NULL,
+        kind VARCHAR NOT NULL,              -- rubric | pairwise
+        judge_model VARCHAR NOT NULL,
+        prompt_id VARCHAR NOT NULL,
+        sample_id VARCHAR NOT NULL,         -- pairwise: the candidate shown first (A)
+        other_sample_id VARCHAR,            -- pairwise: the candidate shown second (B)
+        scores JSON,                        -- rubric: {dimension: 1-5}
+        quality DOUBLE,                     -- rubric: S_q, 0-100
+        winner VARCHAR,                     -- pairwise: A | B | tie
+        parse_status VARCHAR NOT NULL,      -- json | lenient | unparsable | failed
+        raw VARCHAR,                        -- the judge's answer, or the request's error
+        key VARCHAR,
+        created_at TIMESTAMPTZ NOT NULL
+    );
+    CREATE TABLE filter_checks (
+        run_id VARCHAR NOT NULL,
+        subject VARCHAR NOT NULL,           -- sample | prompt
+        subject_id VARCHAR NOT NULL,
+        filter VARCHAR NOT NULL,
+        passed BOOLEAN NOT NULL,
+        reason VARCHAR,
+        created_at TIMESTAMPTZ NOT NULL,
+        PRIMARY KEY (run_id, subject_id, filter)
+    );
+    CREATE TABLE length_fits (
+        run_id VARCHAR NOT NULL,
+        judge_model VARCHAR NOT NULL,
+        kind VARCHAR NOT NULL,              -- pairwise (phi) | rubric (phi_s)
+        status VARCHAR NOT NULL,            -- fitted | not_identified
+        reason VARCHAR,
+        n INTEGER NOT NULL,
+        phi DOUBLE,
+        ci_low DOUBLE,
+        ci_high DOUBLE,
+        scale DOUBLE,                       -- sigma of the length difference, or sd of log length
+        detail JSON,                        -- position bias, per-group theta and win rates
+        created_at TIMESTAMPTZ NOT NULL,
+        PRIMARY KEY (run_id, judge_model, kind)
+    );
+    -- Per-sample scores computed by a run, long format: quality, lc_quality, pairwise_logit,
+    -- lc_pairwise_logit (and later stages' own).
+    CREATE TABLE scores (
+        run_id VARCHAR NOT NULL,
+        sample_id VARCHAR NOT NULL,
+        metric VARCHAR NOT NULL,
+        value DOUBLE NOT NULL,
+        source VARCHAR NOT NULL,            -- what computed it (judge model, fit)
+        created_at TIMESTAMPTZ NOT NULL,
+        PRIMARY KEY (run_id, sample_id, metric)
+    );
+    CREATE TABLE selections (
+        selection_id VARCHAR PRIMARY KEY,
+        run_id VARCHAR NOT NULL,
+        purpose VARCHAR NOT NULL,           -- sft | dpo
+        prompt_id VARCHAR NOT NULL,
+        sample_id VARCHAR,                  -- sft: the sample; dpo: chosen (NULL if no pair)
+        rejected_sample_id VARCHAR,         -- dpo only
+        selected BOOLEAN NOT NULL,
+        reason VARCHAR NOT NULL,
+        scores JSON,                        -- the numbers the decision was made on
+        created_at TIMESTAMPTZ NOT NULL
+    );
+    """,
 ]
 
 LATEST = len(MIGRATIONS)
@@ -119,6 +186,14 @@ APPEND_TABLES: dict[str, tuple[str, ...]] = {
                 "plan_source", "tokens_out", "created_at"),
     "sections": ("sample_id", "idx", "main_point", "planned_words", "text", "words", "length_counter",
                  "continuations", "finish_reason"),
+    "judgments": ("judgment_id", "run_id", "kind", "judge_model", "prompt_id", "sample_id", "other_sample_id",
+                  "scores", "quality", "winner", "parse_status", "raw", "key", "created_at"),
+    "filter_checks": ("run_id", "subject", "subject_id", "filter", "passed", "reason", "created_at"),
+    "length_fits": ("run_id", "judge_model", "kind", "status", "reason", "n", "phi", "ci_low", "ci_high", "scale",
+                    "detail", "created_at"),
+    "scores": ("run_id", "sample_id", "metric", "value", "source", "created_at"),
+    "selections": ("selection_id", "run_id", "purpose", "prompt_id", "sample_id", "rejected_sample_id", "selected",
+                   "reason", "scores", "created_at"),
     "failures": ("failure_id", "run_id", "stage", "prompt_id", "sample_id", "key", "reason", "detail",
                  "created_at"),
 }

@@ -35,6 +35,7 @@ class Tally:
     failures: Counter = field(default_factory=Counter)
     sample_ids: list[str] = field(default_factory=list)
     export_dir: str | None = None
+    scoring: dict | None = None
     accepted: int | None = None      # --until-accepted builds only
     candidates: int | None = None
 
@@ -82,6 +83,7 @@ class BuildSession:
             "request_errors": dict(totals.errors),
             "lowest_concurrency": self.engine.limiter.lowest,
             "wall_s": round(time.monotonic() - self._started, 2),
+            "scoring": self.tally.scoring,
             "export_dir": self.tally.export_dir,
             "by_stage": {stage: {"requests": s.requests, "cache_hits": s.cache_hits,
                                  "tokens_in": s.tokens_in, "tokens_out": s.tokens_out}

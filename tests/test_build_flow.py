@@ -54,12 +54,19 @@ def test_build_stores_everything_and_a_rerun_sends_nothing(prefect, tmp_path):
     [(sent,)] = _rows(db, "select count(*) from requests where error is null")
     assert sent == summary["requests_sent"]
 
-    data = load_dataset("parquet", data_files=str(tmp_path / "out" / "tiny" / "sft.parquet"))["train"]
-    assert len(data) == samples
-    assert [m["role"] for m in data[0]["messages"]] == ["user", "assistant"]
-    assert data[0]["sample_id"] in {r[0] for r in _rows(db, "select sample_id from samples")}
+    # Every sample gets a selection decision with its reason; the export holds the selected ones.
+    decisions = _rows(db, "select sample_id, selected, reason from selections where purpose = 'sft'")
+    assert len(decisions) == samples and all(reason for _, _, reason in decisions)
+    selected = {s for s, chosen, _ in decisions if chosen}
+    parquet = tmp_path / "out" / "tiny" / "sft.parquet"
+    if selected:
+        data = load_dataset("parquet", data_files=str(parquet))["train"]
+        assert set(data["sample_id"]) == selected
+        assert [m["role"] for m in data[0]["messages"]] == ["user", "assistant"]
+    else:
+        assert not parquet.exists()
     card = (tmp_path / "out" / "tiny" / "README.md").read_text()
-    assert f"| rows | {samples} " in card and "lbw_words" in card
+    assert f"| rows | {len(selected)} of {samples} " in card and "lbw_words" in card
 
     again = asyncio.run(build(config=str(config)))
     assert again["requests_sent"] == 0 and again["cache_hits"] == summary["requests_sent"]
@@ -73,3 +80,38 @@ def test_build_stores_everything_and_a_rerun_sends_nothing(prefect, tmp_path):
     with pytest.raises(LongformError, match="prompt id 'en' is already in .* with a different instruction"):
         asyncio.run(build(config=str(config)))
     assert _rows(db, "select count(*) from samples") == [(samples,)]
+
+
+def test_judged_build_stores_verdicts_fits_and_decisions(prefect, tmp_path):
+    config = tiny_build(tmp_path, name="judged")
+    config.write_text(config.read_text().replace('out_dir', 'samples_per_prompt = 2\nout_dir', 1)
+                      + "\n[judges]\nrubric = true\npairwise = true\nmax_tokens = 80\n")
+    db = tmp_path / "corpus.duckdb"
+    summary = asyncio.run(build(config=str(config)))
+
+    samples = {r[0]: r[1] for r in _rows(db, "select sample_id, prompt_id from samples")}
+    rubric = _rows(db, "select sample_id, parse_status, quality, raw from judgments where kind = 'rubric'")
+    assert {r[0] for r in rubric} == set(samples)            # each sample judged once
+    for _, status, quality, raw in rubric:
+        assert raw and status in ("json", "lenient", "unparsable", "failed")
+        assert (quality is None) == (status in ("unparsable", "failed"))
+    pairs = _rows(db, "select prompt_id, sample_id, other_sample_id from judgments where kind = 'pairwise'")
+    by_prompt = {}
+    for sample_id, prompt_id in samples.items():
+        by_prompt.setdefault(prompt_id, []).append(sample_id)
+    expected = sum(2 for ids in by_prompt.values() if len(ids) == 2)   # one pair, both orders
+    assert len(pairs) == expected
+    assert {(a, b) for _, a, b in pairs} == {(b, a) for _, a, b in pairs}
+
+    fits = _rows(db, "select kind, status, reason, phi, ci_low, ci_high from length_fits")
+    assert {f[0] for f in fits} == {"rubric", "pairwise"} if expected else {"rubric"}
+    for kind, status, reason, phi, lo, hi in fits:
+        assert (status == "fitted" and lo <= phi <= hi) or (status == "not_identified" and reason)
+    decisions = _rows(db, "select purpose, prompt_id, selected, reason from selections")
+    assert sum(d[0] == "sft" for d in decisions) == len(samples)
+    assert {d[1] for d in decisions if d[0] == "dpo"} == set(by_prompt)
+    assert all(d[3] for d in decisions)
+    assert summary["scoring"]["sft_selected"] == sum(d[2] for d in decisions if d[0] == "sft")
+
+    again = asyncio.run(build(config=str(config)))
+    assert again["requests_sent"] == 0

@@ -238,7 +238,7 @@ def test_until_accepted_stops_at_exactly_n_and_resumes_for_free(tmp_path, prefec
                            endpoint_extra="concurrency = 3")
         prompts.write_text("".join(f'{{"id": "p{i:03d}", "instruction": "Topic {i}.", "target_words": {90 if i % 2 == 0 else 30}}}\n'
                                    for i in range(10)))
-        cfg.write_text(cfg.read_text() + "\n[export]\nmin_length_score = 60\n")
+        cfg.write_text(cfg.read_text() + "\n[selection]\nmin_length_score = 60\n")
         summary = asyncio.run(build(config=str(cfg), until_accepted=4))
         first_requests = len(server.received)
         again = asyncio.run(build(config=str(cfg), until_accepted=4))

@@ -19,6 +19,7 @@ import math
 import re
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Callable
 
 from judges.length import WORDS, required_words
@@ -26,10 +27,11 @@ from longform.config import AgentWriteConfig, GenerationConfig
 from longform.engine import ChatRequest, Completion, Engine, RequestFailed
 from longform.prompts import Prompt
 from longform.store import now
-from writers import templates
+from longform import templates
 from writers.plan import PLAN_SCHEMA, Step, allocate, parse_plan, render_plan
 
 WRITER = "agentwrite"
+_TEMPLATES = Path(__file__).parent / "templates"
 _ELIDED = "[… earlier text omitted …]\n\n"
 
 
@@ -98,15 +100,17 @@ def required_length(prompt: Prompt, default_words: int) -> tuple[int, str]:
 
 
 class AgentWrite:
+    name = WRITER
+
     def __init__(self, engine: Engine, cfg: AgentWriteConfig, generation: GenerationConfig, *, seed: int):
         self._engine = engine
         self._cfg = cfg
         self._gen = generation
         self._seed = seed
         structured = engine.endpoint.dialect != "none"
-        self._plan_template = templates.load("agentwrite_plan_json" if structured else "agentwrite_plan_text")
-        self._write_template = templates.load("agentwrite_write")
-        self._continue_template = templates.load("agentwrite_continue")
+        self._plan_template = templates.load(_TEMPLATES, "agentwrite_plan_json" if structured else "agentwrite_plan_text")
+        self._write_template = templates.load(_TEMPLATES, "agentwrite_write")
+        self._continue_template = templates.load(_TEMPLATES, "agentwrite_continue")
         self._structured = structured
 
     def fingerprint(self) -> dict:

@@ -1,4 +1,4 @@
-"""Prompt templates kept as files next to the code that fills them.
+"""Prompt templates kept as files next to the code that fills them (writers/templates, judges/templates).
 
 A template's identity (name and content hash) is part of every request key it produces, so editing
 a template invalidates exactly the cached answers it shaped.
@@ -11,8 +11,6 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from string import Template as _Template
-
-_DIR = Path(__file__).parent / "templates"
 
 
 @dataclass(frozen=True)
@@ -30,5 +28,5 @@ class PromptTemplate:
 
 
 @cache
-def load(name: str) -> PromptTemplate:
-    return PromptTemplate(name, (_DIR / f"{name}.txt").read_text(encoding="utf-8").strip())
+def load(directory: Path, name: str) -> PromptTemplate:
+    return PromptTemplate(name, (directory / f"{name}.txt").read_text(encoding="utf-8").strip())

@@ -1,0 +1,212 @@
+"""Length-controlled judging, after Length-Controlled AlpacaEval (Dubois et al., 2024).
+
+LLM judges prefer longer answers. We estimate how much, and take it out.
+
+Pairwise verdicts. A logistic GLM over every verdict, both orders:
+
+    logit P(first ≻ second) = β_pos + (θ_g(first) − θ_g(second)) + φ · tanh(Δlen / σ)
+
+g is the thing whose quality is compared (writer or generator model; AlpacaEval's per-model θ —
+a per-candidate θ is not identified when each candidate meets one other), Δlen the difference in
+words and σ its standard deviation. β_pos is position bias, identified because every pair is asked
+in both orders; AlpacaEval has no such term because it randomises the order instead. The
+per-instruction difficulty term is left out: on a custom prompt set it is not identified (alpaca_eval
+issue #316). A group's length-controlled win rate is its mean predicted win probability over the
+cross-group comparisons it took part in, with Δlen = 0 and no position.
+A candidate's length-controlled logit is its observed logit against the other candidate (both orders
+pooled, add-½ smoothed) minus the fitted length term.
+
+Rubric scores. OLS of S_q on f(len) = tanh of the standardised log length, plus a fixed effect per
+prompt where prompts have several candidates:
+
+    LC score = S_q − φ_s · (f(len) − f(required length))
+
+i.e. the judge's score had the answer been exactly as long as asked.
+
+φ and φ_s are stored with 95% confidence intervals for each judge and run: how length-biased a
+judge is, is a number you can query. A fit that the data cannot identify says so, with the reason,
+instead of returning a number.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+import statsmodels.api as sm
+
+
+@dataclass
+class LengthFit:
+    kind: str                       # pairwise | rubric
+    status: str                     # fitted | not_identified
+    n: int
+    reason: str | None = None
+    phi: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    scale: float | None = None      # σ of Δlen (pairwise) or sd of log length (rubric)
+    detail: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    first: str                      # sample ids, in the order shown
+    second: str
+    first_words: int
+    second_words: int
+    first_group: str
+    second_group: str
+    winner: str                     # A | B | tie
+
+
+@dataclass(frozen=True)
+class Rated:
+    sample_id: str
+    prompt_id: str
+    quality: float
+    words: int
+    required_words: int
+
+
+# --- pairwise ------------------------------------------------------------------------------------
+
+def fit_pairwise(verdicts: list[Verdict]) -> tuple[LengthFit, dict[str, dict[str, float]]]:
+    """The fit, and per sample its raw and length-controlled logit against its pair partners."""
+    n = len(verdicts)
+    if n < 4:
+        return LengthFit("pairwise", "not_identified", n, f"{n} usable verdicts; need at least 4"), {}
+    delta = np.array([v.first_words - v.second_words for v in verdicts], dtype=float)
+    sigma = float(np.std(delta))
+    if sigma == 0:
+        return LengthFit("pairwise", "not_identified", n, "every pair has the same length difference"), {}
+    groups = sorted({v.first_group for v in verdicts} | {v.second_group for v in verdicts})
+    compared = groups[1:]  # the first group is the reference, θ = 0
+    y = np.array([{"A": 1.0, "B": 0.0, "tie": 0.5}[v.winner] for v in verdicts])
+    columns = {"position": np.ones(n), "length": np.tanh(delta / sigma)}
+    for g in compared:
+        columns[f"theta[{g}]"] = np.array([(v.first_group == g) - (v.second_group == g) for v in verdicts], float)
+    names = list(columns)
+    x = np.column_stack([columns[c] for c in names])
+    fitted = _glm(y, x, names)
+    if isinstance(fitted, str):
+        return LengthFit("pairwise", "not_identified", n, fitted, scale=sigma), {}
+    params, ci = fitted
+    phi = params["length"]
+    theta = {groups[0]: 0.0, **{g: params[f"theta[{g}]"] for g in compared}}
+    detail = {
+        "position": {"estimate": params["position"], "ci": list(ci["position"])},
+        "groups": _group_rates(verdicts, theta) if len(groups) > 1 else {},
+    }
+    fit = LengthFit("pairwise", "fitted", n, phi=phi, ci_low=ci["length"][0], ci_high=ci["length"][1],
+                    scale=sigma, detail=detail)
+    return fit, _sample_logits(verdicts, phi, sigma)
+
+
+def _group_rates(verdicts: list[Verdict], theta: dict[str, float]) -> dict[str, dict[str, float]]:
+    lc, raw = defaultdict(list), defaultdict(list)
+    for v in verdicts:
+        if v.first_group == v.second_group:
+            continue
+        won = {"A": 1.0, "B": 0.0, "tie": 0.5}[v.winner]
+        for me, other, score in ((v.first_group, v.second_group, won), (v.second_group, v.first_group, 1 - won)):
+            lc[me].append(_sigmoid(theta[me] - theta[other]))
+            raw[me].append(score)
+    return {g: {"theta": theta[g], "lc_win_rate": float(np.mean(lc[g])), "raw_win_rate": float(np.mean(raw[g])),
+                "comparisons": len(raw[g])} for g in theta if raw[g]}
+
+
+def _sample_logits(verdicts: list[Verdict], phi: float, sigma: float) -> dict[str, dict[str, float]]:
+    pairs: dict[tuple[str, str], list[float]] = defaultdict(list)
+    words: dict[str, int] = {}
+    for v in verdicts:
+        a, b = sorted((v.first, v.second))
+        won = {"A": 1.0, "B": 0.0, "tie": 0.5}[v.winner]
+        pairs[(a, b)].append(won if v.first == a else 1 - won)
+        words[v.first], words[v.second] = v.first_words, v.second_words
+    raw, lc = defaultdict(list), defaultdict(list)
+    for (a, b), wins in pairs.items():
+        p = (sum(wins) + 0.5) / (len(wins) + 1)
+        observed = math.log(p / (1 - p))
+        controlled = observed - phi * math.tanh((words[a] - words[b]) / sigma)
+        raw[a].append(observed), lc[a].append(controlled)
+        raw[b].append(-observed), lc[b].append(-controlled)
+    return {s: {"pairwise_logit": float(np.mean(raw[s])), "lc_pairwise_logit": float(np.mean(lc[s]))} for s in raw}
+
+
+# --- rubric --------------------------------------------------------------------------------------
+
+def fit_rubric(rated: list[Rated]) -> tuple[LengthFit, dict[str, float]]:
+    """The fit, and per sample its length-controlled S_q."""
+    n = len(rated)
+    if n < 4:
+        return LengthFit("rubric", "not_identified", n, f"{n} scored samples; need at least 4"), {}
+    log_len = np.log([max(r.words, 1) for r in rated])
+    mean, sd = float(log_len.mean()), float(log_len.std())
+    if sd == 0:
+        return LengthFit("rubric", "not_identified", n, "every sample has the same length"), {}
+
+    def f(words: np.ndarray | float) -> np.ndarray:
+        return np.tanh((np.log(np.maximum(words, 1)) - mean) / sd)
+
+    y = np.array([r.quality for r in rated])
+    columns = {"length": f(np.array([r.words for r in rated], float))}
+    prompts = sorted({r.prompt_id for r in rated})
+    # Prompt effects only where a prompt has several candidates: with one each they absorb
+    # every observation and leave nothing to estimate φ_s from.
+    prompt_effects = n - len(prompts) >= 3
+    if prompt_effects:
+        for p in prompts:
+            columns[f"prompt[{p}]"] = np.array([r.prompt_id == p for r in rated], float)
+    else:
+        columns["intercept"] = np.ones(n)
+    names = list(columns)
+    x = np.column_stack([columns[c] for c in names])
+    fitted = _ols(y, x, names)
+    if isinstance(fitted, str):
+        return LengthFit("rubric", "not_identified", n, fitted, scale=sd), {}
+    params, ci = fitted
+    phi = params["length"]
+    lc = {r.sample_id: float(r.quality - phi * (f(r.words) - f(r.required_words))) for r in rated}
+    fit = LengthFit("rubric", "fitted", n, phi=phi, ci_low=ci["length"][0], ci_high=ci["length"][1], scale=sd,
+                    detail={"prompt_effects": prompt_effects, "mean_log_words": mean})
+    return fit, lc
+
+
+# --- fitting -------------------------------------------------------------------------------------
+
+def _glm(y: np.ndarray, x: np.ndarray, names: list[str]):
+    if np.linalg.matrix_rank(x) < x.shape[1]:
+        return "the design is rank-deficient (a group or the length term is confounded with another term)"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            result = sm.GLM(y, x, family=sm.families.Binomial()).fit()
+        except Exception as e:  # statsmodels raises several unrelated types on separation
+            return f"logistic fit failed: {e}"
+    return _estimates(result, names)
+
+
+def _ols(y: np.ndarray, x: np.ndarray, names: list[str]):
+    if np.linalg.matrix_rank(x) < x.shape[1]:
+        return "the design is rank-deficient (length is confounded with the prompt effects)"
+    if len(y) - x.shape[1] < 2:
+        return f"{len(y)} samples for {x.shape[1]} parameters; too few to estimate the length term"
+    return _estimates(sm.OLS(y, x).fit(), names)
+
+
+def _estimates(result, names: list[str]):
+    params = dict(zip(names, map(float, result.params)))
+    ci = {name: (float(lo), float(hi)) for name, (lo, hi) in zip(names, np.asarray(result.conf_int()))}
+    if not all(math.isfinite(v) for v in params.values()) or not all(map(math.isfinite, ci["length"])):
+        return "the fit did not converge to finite estimates (e.g. one side always wins)"
+    if ci["length"][1] - ci["length"][0] > 1e3:
+        return "the length term is not identified (its confidence interval is unbounded; complete separation?)"
+    return params, ci
+
+
+def _sigmoid(z: float) -> float:
+    return 1 / (1 + math.exp(-z))

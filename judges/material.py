@@ -1,0 +1,51 @@
+"""What a judge is shown: the candidate, quoted so that it cannot pose as instructions, and clipped
+to fit the judge's context window.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from judges.length import WORDS
+
+
+@dataclass(frozen=True)
+class Candidate:
+    sample_id: str
+    prompt_id: str
+    instruction: str
+    text: str
+    tokens_out: int | None = None
+
+    @property
+    def words(self) -> int:
+        return WORDS(self.text)
+
+    def tokens_per_char(self) -> float:
+        # Measured on the sample's own answer where we have it; otherwise a conservative ratio
+        # (SmolLM2's tokenizer spends about 2 tokens per CJK character).
+        if self.tokens_out and self.text:
+            return self.tokens_out / len(self.text)
+        return 0.7
+
+
+def quote(label: str, text: str) -> str:
+    """`text` between markers it cannot forge: the marker carries a hash of the text itself."""
+    tag = f"{label} {hashlib.sha256(text.encode('utf-8')).hexdigest()[:12]}"
+    return f"<<<BEGIN {tag}>>>\n{text}\n<<<END {tag}>>>"
+
+
+def clip(candidate: Candidate, max_tokens: int) -> str:
+    """The candidate's text, its middle elided if it would take more than `max_tokens` tokens.
+
+    The beginning and the end are what a reader judges structure and completion by, so both stay.
+    """
+    text = candidate.text
+    budget_chars = int(max_tokens / candidate.tokens_per_char())
+    if len(text) <= budget_chars:
+        return text
+    head = budget_chars * 2 // 3
+    tail = budget_chars - head
+    omitted = WORDS(text[head:len(text) - tail])
+    return f"{text[:head]}\n\n[… {omitted} words omitted …]\n\n{text[len(text) - tail:]}"

@@ -1,0 +1,86 @@
+"""The pairwise judge: two candidates for the same prompt, asked in both orders.
+
+Judges favour a position as well as length. Asking A-then-B and B-then-A and storing both verdicts
+makes position bias measurable (the length-control fit has a term for it) instead of folded
+silently into one verdict; a pair whose two verdicts disagree is kept as it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import re
+from pathlib import Path
+
+from judges.material import Candidate, clip, quote
+from longform import templates
+from longform.config import JudgesConfig
+from longform.engine import ChatRequest, Engine, RequestFailed
+from longform.store import now
+
+SCHEMA = {
+    "type": "object",
+    "properties": {"winner": {"type": "string", "enum": ["A", "B", "tie"]}},
+    "required": ["winner"],
+}
+_TEMPLATES = Path(__file__).parent / "templates"
+_PROMPT_OVERHEAD = 700
+
+
+def parse(text: str) -> tuple[str | None, str]:
+    """(winner, status): winner is `A`, `B` or `tie`; status `json`, `lenient` or `unparsable`."""
+    match = re.search(r"\{.*\}", text, re.DOTALL)
+    if match:
+        try:
+            value = json.loads(match.group(0))
+        except ValueError:
+            value = None
+        if isinstance(value, dict) and _winner(str(value.get("winner", ""))):
+            return _winner(str(value["winner"])), "json"
+    found = re.search(r"(?i:winner|better)\b[^.\n]{0,30}?\b(A|B|[Tt]ie)\b", text)
+    if found:
+        return _winner(found.group(1)), "lenient"
+    return None, "unparsable"
+
+
+def _winner(label: str) -> str | None:
+    label = label.strip().strip('"').lower()
+    return {"a": "A", "b": "B", "tie": "tie"}.get(label)
+
+
+class PairwiseJudge:
+    kind = "pairwise"
+
+    def __init__(self, engine: Engine, cfg: JudgesConfig, context_window: int):
+        self._engine = engine
+        self._cfg = cfg
+        self._template = templates.load(_TEMPLATES, "pairwise")
+        self._text_tokens = max(256, (context_window - cfg.max_tokens - _PROMPT_OVERHEAD) // 2)
+
+    def judgment_id(self, first: Candidate, second: Candidate) -> str:
+        material = [self.kind, self._engine.model, self._template.identity, self._cfg.max_tokens,
+                    self._text_tokens, first.sample_id, second.sample_id]
+        return "j-" + hashlib.sha256(json.dumps(material).encode("utf-8")).hexdigest()[:20]
+
+    async def judge(self, a: Candidate, b: Candidate, run_id: str) -> list[dict]:
+        """Both orders; one row each, `sample_id` being the candidate shown first."""
+        return list(await asyncio.gather(self._ask(a, b, run_id), self._ask(b, a, run_id)))
+
+    async def _ask(self, first: Candidate, second: Candidate, run_id: str) -> dict:
+        content = self._template.render(
+            instruction=quote("INSTRUCTION", first.instruction),
+            response_a=quote("RESPONSE A", clip(first, self._text_tokens)),
+            response_b=quote("RESPONSE B", clip(second, self._text_tokens)))
+        row = {"judgment_id": self.judgment_id(first, second), "run_id": run_id, "kind": self.kind,
+               "judge_model": self._engine.model, "prompt_id": first.prompt_id,
+               "sample_id": first.sample_id, "other_sample_id": second.sample_id, "created_at": now()}
+        try:
+            answer = await self._engine.complete(ChatRequest(
+                stage="judge_pairwise", messages=[{"role": "user", "content": content}],
+                max_tokens=self._cfg.max_tokens, temperature=self._cfg.temperature, json_schema=SCHEMA,
+                template=self._template.identity))
+        except RequestFailed as e:
+            return {**row, "parse_status": "failed", "raw": f"{e.reason}: {e.detail}", "key": e.key}
+        winner, status = parse(answer.text)
+        return {**row, "winner": winner, "parse_status": status, "raw": answer.text, "key": answer.key}

@@ -1,0 +1,112 @@
+"""The rubric judge: LongBench-Write's six quality dimensions, each rated 1-5.
+
+S_q = mean over dimensions of (rating - 1) x 25, so 0-100 like the length score S_l. Ratings are
+asked for as JSON (`response_format`); a lenient parser reads prose answers from servers without
+structured output. Whatever comes back, raw output and parse status are stored: an unparsable
+verdict is a row with no score, never a guessed one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+from judges.material import Candidate, clip, quote
+from longform import templates
+from longform.config import JudgesConfig
+from longform.engine import ChatRequest, Engine, RequestFailed
+from longform.store import now
+
+DIMENSIONS = ("relevance", "accuracy", "coherence", "clarity", "breadth_and_depth", "reading_experience")
+SCHEMA = {
+    "type": "object",
+    # An enum rather than minimum/maximum: llama.cpp's grammar converter ignores numeric bounds.
+    "properties": {d: {"type": "integer", "enum": [1, 2, 3, 4, 5]} for d in DIMENSIONS},
+    "required": list(DIMENSIONS),
+}
+_TEMPLATES = Path(__file__).parent / "templates"
+# Tokens of the judge prompt around the quoted text (instruction, rubric, markers).
+_PROMPT_OVERHEAD = 700
+
+
+def parse(text: str) -> tuple[dict[str, int] | None, str]:
+    """(ratings, status): status is `json`, `lenient` or `unparsable`."""
+    ratings = _from_json(text)
+    status = "json"
+    if ratings is None:
+        ratings, status = _from_prose(text), "lenient"
+    if ratings is None or any(not 1 <= ratings.get(d, 0) <= 5 for d in DIMENSIONS):
+        return None, "unparsable"
+    return {d: ratings[d] for d in DIMENSIONS}, status
+
+
+def quality(ratings: dict[str, int]) -> float:
+    return sum((ratings[d] - 1) * 25 for d in DIMENSIONS) / len(DIMENSIONS)
+
+
+def _from_json(text: str) -> dict[str, int] | None:
+    match = re.search(r"\{.*\}", text, re.DOTALL)
+    if not match:
+        return None
+    try:
+        value = json.loads(match.group(0))
+    except ValueError:
+        return None
+    if not isinstance(value, dict):
+        return None
+    out = {}
+    for key, rating in value.items():
+        name = _dimension(key)
+        if name and isinstance(rating, (int, float)) and float(rating).is_integer():
+            out[name] = int(rating)
+    return out if set(out) == set(DIMENSIONS) else None
+
+
+def _from_prose(text: str) -> dict[str, int] | None:
+    out = {}
+    for match in re.finditer(r"([A-Za-z][A-Za-z _&-]{2,30}?)\s*[:=\-]\s*\**\s*(\d)(?:\s*/\s*5)?\b", text):
+        name = _dimension(match.group(1))
+        if name and name not in out:
+            out[name] = int(match.group(2))
+    return out if set(out) == set(DIMENSIONS) else None
+
+
+def _dimension(label: str) -> str | None:
+    key = re.sub(r"[^a-z]+", "_", label.lower()).strip("_").replace("_amp_", "_and_")
+    key = {"breadth_depth": "breadth_and_depth", "depth": "breadth_and_depth"}.get(key, key)
+    return key if key in DIMENSIONS else None
+
+
+class RubricJudge:
+    kind = "rubric"
+
+    def __init__(self, engine: Engine, cfg: JudgesConfig, context_window: int):
+        self._engine = engine
+        self._cfg = cfg
+        self._template = templates.load(_TEMPLATES, "rubric")
+        self._text_tokens = max(256, context_window - cfg.max_tokens - _PROMPT_OVERHEAD)
+
+    def judgment_id(self, candidate: Candidate) -> str:
+        material = [self.kind, self._engine.model, self._template.identity, self._cfg.max_tokens,
+                    self._text_tokens, candidate.sample_id]
+        return "j-" + hashlib.sha256(json.dumps(material).encode("utf-8")).hexdigest()[:20]
+
+    async def judge(self, candidate: Candidate, run_id: str) -> dict:
+        content = self._template.render(
+            instruction=quote("INSTRUCTION", candidate.instruction),
+            response=quote("RESPONSE", clip(candidate, self._text_tokens)))
+        row = {"judgment_id": self.judgment_id(candidate), "run_id": run_id, "kind": self.kind,
+               "judge_model": self._engine.model, "prompt_id": candidate.prompt_id,
+               "sample_id": candidate.sample_id, "other_sample_id": None, "created_at": now()}
+        try:
+            answer = await self._engine.complete(ChatRequest(
+                stage="judge_rubric", messages=[{"role": "user", "content": content}],
+                max_tokens=self._cfg.max_tokens, temperature=self._cfg.temperature, json_schema=SCHEMA,
+                template=self._template.identity))
+        except RequestFailed as e:
+            return {**row, "parse_status": "failed", "raw": f"{e.reason}: {e.detail}", "key": e.key}
+        ratings, status = parse(answer.text)
+        return {**row, "scores": ratings, "quality": quality(ratings) if ratings else None,
+                "parse_status": status, "raw": answer.text, "key": answer.key}

@@ -1,0 +1,146 @@
+"""The corpus-wide scoring stage: filters, length-controlled fits and the selection, for one run.
+
+It reads what the run wrote (samples, judgments) and stores, all for that run: a `filter_checks`
+row per filter and sample or prompt, the `length_fits`, per-sample `scores`, and a `selections` row
+per decision.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+from judges import filters
+from judges.length_control import LengthFit, Rated, Verdict, fit_pairwise, fit_rubric
+from judges.selection import Scored, select
+from longform.config import Settings
+from longform.store import Store, now
+
+
+@dataclass
+class ScoringSummary:
+    sft_selected: int
+    dpo_pairs: int
+    failed_checks: dict[str, int]
+    fits: dict[str, dict]
+
+    def as_dict(self) -> dict:
+        return {"sft_selected": self.sft_selected, "dpo_pairs": self.dpo_pairs,
+                "failed_checks": self.failed_checks, "length_fits": self.fits}
+
+
+def score_run(store: Store, settings: Settings, *, run_id: str, sample_ids: list[str],
+              judgment_ids: list[str], judge_model: str) -> ScoringSummary:
+    samples = _samples(store, sample_ids)
+    prompt_checks = _near_duplicate_prompts(store, {s["prompt_id"] for s in samples},
+                                            settings.filters.near_duplicate_prompts)
+    scored = {s["sample_id"]: Scored(s["sample_id"], s["prompt_id"], s["length_score"],
+                                     _sample_checks(s, settings) + [prompt_checks[s["prompt_id"]]])
+              for s in samples}
+
+    judgments = _judgments(store, judgment_ids)
+    by_id = {s["sample_id"]: s for s in samples}
+    fits = []
+    rated = [Rated(j["sample_id"], j["prompt_id"], j["quality"], by_id[j["sample_id"]]["words"],
+                   by_id[j["sample_id"]]["required_words"])
+             for j in judgments if j["kind"] == "rubric" and j["quality"] is not None and j["sample_id"] in scored]
+    if rated:
+        fit, lc = fit_rubric(rated)
+        fits.append(fit)
+        for r in rated:
+            scored[r.sample_id].scores["quality"] = r.quality
+            if r.sample_id in lc:
+                scored[r.sample_id].scores["lc_quality"] = lc[r.sample_id]
+    group_by = settings.judges.compare
+    verdicts = [Verdict(j["sample_id"], j["other_sample_id"], by_id[j["sample_id"]]["words"],
+                        by_id[j["other_sample_id"]]["words"], by_id[j["sample_id"]][group_by],
+                        by_id[j["other_sample_id"]][group_by], j["winner"])
+                for j in judgments if j["kind"] == "pairwise" and j["winner"]
+                and j["sample_id"] in by_id and j["other_sample_id"] in by_id]
+    if verdicts:
+        fit, logits = fit_pairwise(verdicts)
+        fits.append(fit)
+        for sample_id, values in logits.items():
+            scored[sample_id].scores.update(values)
+
+    for fit in fits:
+        store.add("length_fits", _fit_row(fit, run_id, judge_model))
+    for s in scored.values():
+        for metric, value in s.scores.items():
+            store.add("scores", {"run_id": run_id, "sample_id": s.sample_id, "metric": metric, "value": value,
+                                 "source": f"{judge_model} · {metric}", "created_at": now()})
+        for check in s.checks:
+            if check.filter != "near_duplicate_prompt":
+                store.add("filter_checks", _check_row(run_id, "sample", s.sample_id, check))
+    for prompt_id, check in prompt_checks.items():
+        store.add("filter_checks", _check_row(run_id, "prompt", prompt_id, check))
+
+    decisions = select(list(scored.values()), settings.selection, settings.filters.required, run_id)
+    for row in decisions:
+        store.add("selections", {**row, "created_at": now()})
+    store.flush()
+    failed = Counter(c.filter for s in scored.values() for c in s.checks if not c.passed)
+    return ScoringSummary(
+        sft_selected=sum(r["selected"] for r in decisions if r["purpose"] == "sft"),
+        dpo_pairs=sum(r["selected"] for r in decisions if r["purpose"] == "dpo"),
+        failed_checks=dict(failed),
+        fits={f.kind: {"status": f.status, "phi": f.phi, "ci": [f.ci_low, f.ci_high], "n": f.n, "reason": f.reason}
+              for f in fits})
+
+
+def _sample_checks(sample: dict, settings: Settings) -> list[filters.Check]:
+    text = sample["text"]
+    return [
+        filters.min_length_score(sample["length_score"], settings.selection.min_length_score),
+        filters.plan_labels(text),
+        filters.repeated_paragraphs(text, settings.filters.repeated_paragraphs),
+        filters.ends_with_punctuation(text),
+        filters.repeated_ngram(text),
+        filters.meta_words(text),
+    ]
+
+
+def _near_duplicate_prompts(store: Store, prompt_ids: set[str], threshold: float) -> dict[str, filters.Check]:
+    """This run's prompts against every prompt in the database, earliest registered first."""
+    _, rows = store.query("SELECT prompt_id, instruction FROM prompts ORDER BY created_at, prompt_id")
+    found = filters.near_duplicates([r[1] for r in rows], threshold)
+    checks = {}
+    for i, (prompt_id, _) in enumerate(rows):
+        if prompt_id not in prompt_ids:
+            continue
+        if i in found:
+            j, score = found[i]
+            checks[prompt_id] = filters.Check("near_duplicate_prompt", False,
+                                              f"{score:.0f}% similar to prompt {rows[j][0]!r}")
+        else:
+            checks[prompt_id] = filters.Check("near_duplicate_prompt", True)
+    return checks
+
+
+_SAMPLE_COLUMNS = ("sample_id", "prompt_id", "text", "words", "required_words", "length_score", "writer", "model")
+
+
+def _samples(store: Store, sample_ids: list[str]) -> list[dict]:
+    _, rows = store.query(f"SELECT {', '.join(_SAMPLE_COLUMNS)} FROM samples WHERE list_contains(?, sample_id)"
+                          " ORDER BY prompt_id, sample_index, sample_id", [sample_ids])
+    return [dict(zip(_SAMPLE_COLUMNS, r)) for r in rows]
+
+
+_JUDGMENT_COLUMNS = ("kind", "prompt_id", "sample_id", "other_sample_id", "quality", "winner")
+
+
+def _judgments(store: Store, judgment_ids: list[str]) -> list[dict]:
+    _, rows = store.query(f"SELECT {', '.join(_JUDGMENT_COLUMNS)} FROM judgments"
+                          " WHERE list_contains(?, judgment_id) ORDER BY judgment_id", [judgment_ids])
+    return [dict(zip(_JUDGMENT_COLUMNS, r)) for r in rows]
+
+
+def _fit_row(fit: LengthFit, run_id: str, judge_model: str) -> dict:
+    return {"run_id": run_id, "judge_model": judge_model, "kind": fit.kind, "status": fit.status,
+            "reason": fit.reason, "n": fit.n, "phi": fit.phi, "ci_low": fit.ci_low, "ci_high": fit.ci_high,
+            "scale": fit.scale, "detail": fit.detail, "created_at": now()}
+
+
+def _check_row(run_id: str, subject: str, subject_id: str, check: filters.Check) -> dict:
+    return {"run_id": run_id, "subject": subject, "subject_id": subject_id, "filter": check.filter,
+            "passed": check.passed, "reason": check.reason, "created_at": now()}
