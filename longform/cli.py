@@ -234,6 +234,29 @@ def status(
             console.print(f"estimated cost: {cost:,.4f} at {prices[0]:g} in / {prices[1]:g} out per million tokens")
 
 
+@app.command()
+def report(
+    run: Optional[str] = typer.Option(None, "--run", help="Run id (default: the latest run that scored its samples)."),
+    db: Path = typer.Option(DEFAULT_DB, help="DuckDB file."),
+    out: Optional[Path] = typer.Option(None, help="Directory (default: <out_dir>/<build name>/report)."),
+) -> None:
+    """Markdown report with plots: lengths, S_l, judges and their length bias, filters, selection."""
+    with _user_errors():
+        from judges.report import write_report
+        from longform.store import read_query
+
+        where = f"and run_id = '{run.replace(chr(39), '')}'" if run else ""
+        _, runs = read_query(db, "select run_id, name, config from runs where run_id in"
+                                 f" (select run_id from selections) {where} order by started_at desc limit 1")
+        if not runs:
+            raise LongformError(f"{db}: no run {run!r} with selections" if run
+                                else f"{db}: no run has scored its samples yet; run `longform build`")
+        run_id, name, config_json = runs[0]
+        out_dir = out or Path(json.loads(config_json)["build"]["out_dir"]) / name / "report"
+        path = write_report(lambda sql: read_query(db, sql), run_id, out_dir)
+        console.print(f"report for run {run_id}: {path}")
+
+
 class _EngineColumn(ProgressColumn):
     def __init__(self, reporter: "_RichReporter"):
         super().__init__()
@@ -303,6 +326,7 @@ def _print_summary(s: dict) -> None:
         *([("accepted", f"{s['accepted']} of {s['candidates']} candidates")] if s["accepted"] is not None else []),
         ("failures", failures),
         ("median length score S_l", "n/a" if s["median_length_score"] is None else f"{s['median_length_score']:.1f}"),
+        *_scoring_rows(s.get("scoring")),
         ("model requests sent", str(s["requests_sent"])),
         ("answered from cache", str(s["cache_hits"])),
         ("tokens in / out", f"{s['tokens_in']:,} / {s['tokens_out']:,}"),
@@ -314,6 +338,20 @@ def _print_summary(s: dict) -> None:
     for key, value in rows:
         table.add_row(key, value)
     console.print(table)
+
+
+def _scoring_rows(scoring: dict | None) -> list[tuple[str, str]]:
+    if not scoring:
+        return []
+    rows = [("selected", f"{scoring['sft_selected']} SFT samples · {scoring['dpo_pairs']} DPO pairs"),
+            ("filter rejections", ", ".join(f"{k} × {v}" for k, v in scoring["failed_checks"].items()) or "none")]
+    for kind, fit in scoring["length_fits"].items():
+        if fit["status"] == "fitted":
+            value = f"φ = {fit['phi']:.2f} [{fit['ci'][0]:.2f}, {fit['ci'][1]:.2f}] from {fit['n']}"
+        else:
+            value = f"not identified: {fit['reason']}"
+        rows.append((f"{kind} judge length bias", value))
+    return rows
 
 
 def main() -> None:
