@@ -17,9 +17,10 @@ from prefect.cache_policies import NONE
 from judges import length
 from judges.material import Candidate
 from judges.panel import JudgePanel
+from judges.ruler import meta_length_token
 from judges.scoring import score_run
 from longform.admission import run_until_accepted
-from longform.export import export_sft
+from longform.export import export_run, export_target
 from longform.progress import reporter
 from longform.prompts import Prompt
 from longform.session import BuildSession
@@ -140,10 +141,25 @@ def score_and_select(session: BuildSession, panel: JudgePanel) -> dict:
     return summary
 
 
-@task(name="export-sft", cache_policy=NONE)
+@task(name="gateau-select", cache_policy=NONE)
+def gateau_stage(session: BuildSession) -> dict:
+    # Imported here: torch and transformers (the `train` extra) are only needed when GATEAU is on.
+    from judges.gateau_selection import scorer_for, select_gateau
+
+    cfg = session.settings.gateau
+    result = select_gateau(session.store, scorer_for(cfg), cfg, run_id=session.run_id)
+    if session.tally.scoring is not None:
+        session.tally.scoring["gateau"] = result
+    return result
+
+
+@task(name="export", cache_policy=NONE)
 def export_stage(session: BuildSession) -> str:
+    """The build owns `<out_dir>/<build name>`: each run replaces its previous export there."""
     cfg = session.settings
-    target = export_sft(session.store, out_dir=cfg.build.out_dir, name=cfg.build.name,
-                        run_id=session.run_id, config=cfg.snapshot())
+    target = export_target(cfg.build.out_dir, cfg.build.name, force=True)
+    export_run(session.store, run_id=session.run_id, target=target, config=cfg.snapshot(),
+               test_ratio=cfg.export.test_ratio,
+               assistant_prefix=meta_length_token if cfg.export.meta_length_tokens else None)
     session.tally.export_dir = str(target)
     return str(target)

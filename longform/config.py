@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -146,8 +146,43 @@ class SelectionConfig(_Section):
     dpo_margin: float = Field(5.0, ge=0)
 
 
+class GateauConfig(_Section):
+    enabled: bool = False
+    # The long-context model, and optionally a homologous short-context one; without it the short
+    # model is the same model limited to the last `window` tokens. An HF id in the local cache, a
+    # path, or "embedded".
+    model: str = "embedded"
+    short_model: str | None = None
+    window: int = Field(512, ge=16)
+    alpha: float = Field(0.8, ge=0, le=1)
+    # Keep the top k, or else the top share, of the samples the SFT policy selected.
+    top_k: int | None = Field(None, ge=1)
+    ratio: float | None = Field(0.5, gt=0, le=1)
+    max_segments: int = Field(8, ge=1)
+    batch_size: int = Field(8, ge=1)
+    max_tokens: int = Field(8192, ge=64)
+    # CAM scores this many tokens at the start of the later part.
+    cam_probe: int = Field(256, ge=8)
+
+
 class ExportConfig(_Section):
     enabled: bool = True
+    # Share of prompts (by hash of their id) whose rows go to the test split.
+    test_ratio: float = Field(0.1, ge=0, lt=1)
+    # Prefix each SFT answer with Ruler's Meta Length Token for its length ("[MLT:300] ...").
+    meta_length_tokens: bool = False
+
+
+class TrainConfig(_Section):
+    # Passed to TRL's SFTConfig / DPOConfig under TRL's own names, e.g. learning_rate, num_train_epochs,
+    # max_length, gradient_accumulation_steps, beta (DPO).
+    sft: dict[str, Any] = {}
+    dpo: dict[str, Any] = {}
+    lora: bool = False
+    lora_r: int = Field(16, ge=1)
+    lora_alpha: int = Field(32, ge=1)
+    lora_dropout: float = Field(0.05, ge=0, lt=1)
+    lora_target_modules: str | list[str] = "all-linear"
 
 
 class Settings(_Section):
@@ -159,7 +194,9 @@ class Settings(_Section):
     judges: JudgesConfig = JudgesConfig()
     filters: FiltersConfig = FiltersConfig()
     selection: SelectionConfig = SelectionConfig()
+    gateau: GateauConfig = GateauConfig()
     export: ExportConfig = ExportConfig()
+    train: TrainConfig = TrainConfig()
 
     @property
     def active_samples(self) -> int:

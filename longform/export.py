@@ -1,16 +1,27 @@
-"""Export samples as a TRL conversational SFT dataset with a dataset card.
+"""Export a run's selections as TRL datasets with a dataset card.
 
-Files are written beside their final names and renamed into place, so a crash mid-export never
-leaves a half-written Parquet file that a training job would load.
+    <out_dir>/<name>/sft/train.parquet, test.parquet   TRL conversational: `messages`
+    <out_dir>/<name>/dpo/train.parquet, test.parquet   TRL preference: `prompt`, `chosen`, `rejected`
+    <out_dir>/<name>/README.md                         the card
+    <out_dir>/<name>/longform-export.json              what was exported from where
+
+Rows are split by prompt (a hash of its id), so no prompt has candidates on both sides of the split.
+Every row carries the `sample_id`s it came from. Files are written beside their final names and
+renamed into place, so a crash never leaves a half-written Parquet file that a training job would
+load; a split with no rows gets no file (datasets cannot load an empty Parquet file).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-import statistics
+import re
+import shutil
+from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -18,8 +29,8 @@ import pyarrow.parquet as pq
 from longform.errors import LongformError
 from longform.store import Store
 
-_COLUMNS = ("sample_id", "prompt_id", "instruction", "text", "words", "length_counter",
-            "required_words", "length_score", "writer", "model")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+MANIFEST = "longform-export.json"
 
 
 def check_out_dir(out_dir: Path) -> None:
@@ -33,37 +44,99 @@ def check_out_dir(out_dir: Path) -> None:
         raise LongformError(f"{out_dir}: output directory is not writable ({e.strerror})") from None
 
 
-def export_sft(store: Store, *, out_dir: Path, name: str, run_id: str, config: dict) -> Path:
-    """The run's selected SFT samples (its `selections` rows)."""
-    _, rows = store.query(
-        f"SELECT {', '.join('s.' + c if c != 'instruction' else 'p.instruction' for c in _COLUMNS)}"
-        " FROM selections sel JOIN samples s USING (sample_id) JOIN prompts p ON p.prompt_id = s.prompt_id"
-        " WHERE sel.run_id = ? AND sel.purpose = 'sft' AND sel.selected"
-        " ORDER BY s.prompt_id, s.sample_index",
-        [run_id],
-    )
-    _, (considered,) = store.query("SELECT count(*) FROM selections WHERE run_id = ? AND purpose = 'sft'", [run_id])
-    records = [dict(zip(_COLUMNS, row)) for row in rows]
+def export_target(out_dir: Path, name: str, *, force: bool) -> Path:
+    if not _NAME.match(name) or ".." in name:
+        raise LongformError(f"export name {name!r}: use letters, digits, '_', '-' and '.', no path separators")
     target = out_dir / name
-    target.mkdir(parents=True, exist_ok=True)
-
-    table = pa.table({
-        "messages": [[{"role": "user", "content": r["instruction"]},
-                      {"role": "assistant", "content": r["text"]}] for r in records],
-        **{c: [r[c] for r in records] for c in _COLUMNS if c not in ("instruction", "text")},
-    })
-    if records:
-        _atomic(target / "sft.parquet", lambda p: pq.write_table(table, p))
-        _atomic(target / "sft.jsonl", lambda p: p.write_text(
-            "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in table.to_pylist()), encoding="utf-8"))
-    else:
-        # No data files rather than empty ones (datasets cannot load a 0-row Parquet file), and
-        # none left from an earlier export that the card no longer describes.
-        for stale in ("sft.parquet", "sft.jsonl"):
-            (target / stale).unlink(missing_ok=True)
-    card = dataset_card(name, records, run_id=run_id, config=config, considered=considered[0])
-    _atomic(target / "README.md", lambda p: p.write_text(card, encoding="utf-8"))
+    if target.exists() and any(target.iterdir()) and not force:
+        raise LongformError(f"{target}: already exists; pass --force to replace it")
     return target
+
+
+def export_run(store: Store, *, run_id: str, target: Path, config: dict, test_ratio: float = 0.1,
+               assistant_prefix: Callable[[int], str | None] | None = None) -> dict:
+    """Write the run's selected SFT samples and DPO pairs to `target`; the counts written."""
+    sft = _sft_rows(store, run_id)
+    dpo = _dpo_rows(store, run_id)
+    added_tokens: Counter = Counter()
+    if assistant_prefix:
+        for row in sft:
+            token = assistant_prefix(row["words"])
+            if token:
+                row["messages"][1]["content"] = f"{token} {row['messages'][1]['content']}"
+                row["meta_length_token"] = token
+                added_tokens[token] += 1
+    target.mkdir(parents=True, exist_ok=True)
+    counts = {}
+    for kind, rows in (("sft", sft), ("dpo", dpo)):
+        shutil.rmtree(target / kind, ignore_errors=True)
+        for split in ("train", "test"):
+            part = [r for r in rows if _split(r["prompt_id"], test_ratio) == split]
+            counts[f"{kind}_{split}"] = len(part)
+            if part:
+                (target / kind).mkdir(exist_ok=True)
+                _atomic(target / kind / f"{split}.parquet", lambda p, part=part: pq.write_table(pa.Table.from_pylist(part), p))
+    for stale in ("sft.parquet", "sft.jsonl"):  # the layout before DPO existed
+        (target / stale).unlink(missing_ok=True)
+    models = _models(store, run_id)
+    card = dataset_card(target.name, sft, dpo, counts, run_id=run_id, config=config, models=models,
+                        added_tokens=added_tokens, sft_from=sft_purpose(store, run_id))
+    _atomic(target / "README.md", lambda p: p.write_text(card, encoding="utf-8"))
+    manifest = {"run_id": run_id, "name": target.name, "counts": counts, "meta_length_tokens": sorted(added_tokens),
+                "exported_at": datetime.now(timezone.utc).isoformat()}
+    _atomic(target / MANIFEST, lambda p: p.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8"))
+    return counts
+
+
+def _split(prompt_id: str, test_ratio: float) -> str:
+    bucket = int(hashlib.sha256(prompt_id.encode("utf-8")).hexdigest()[:8], 16) / 0xFFFFFFFF
+    return "test" if bucket < test_ratio else "train"
+
+
+def _sft_rows(store: Store, run_id: str) -> list[dict]:
+    columns, rows = store.query(
+        "SELECT s.sample_id, s.prompt_id, p.instruction, s.text, s.words, s.length_counter, s.required_words,"
+        " s.length_score, s.writer, s.model"
+        " FROM selections sel JOIN samples s USING (sample_id) JOIN prompts p ON p.prompt_id = s.prompt_id"
+        " WHERE sel.run_id = ? AND sel.purpose = ? AND sel.selected ORDER BY s.prompt_id, s.sample_index",
+        [run_id, sft_purpose(store, run_id)])
+    out = []
+    for values in rows:
+        r = dict(zip(columns, values))
+        out.append({"messages": [{"role": "user", "content": r.pop("instruction")},
+                                 {"role": "assistant", "content": r.pop("text")}], **r})
+    return out
+
+
+def sft_purpose(store: Store, run_id: str) -> str:
+    """GATEAU's selection where the run has one (it ranks what the SFT policy kept), else the SFT policy's."""
+    _, [(gateau,)] = store.query("SELECT count(*) FROM selections WHERE run_id = ? AND purpose = 'gateau'", [run_id])
+    return "gateau" if gateau else "sft"
+
+
+def _dpo_rows(store: Store, run_id: str) -> list[dict]:
+    columns, rows = store.query(
+        "SELECT sel.prompt_id, p.instruction, c.text AS chosen_text, r.text AS rejected_text,"
+        " sel.sample_id AS chosen_sample_id, sel.rejected_sample_id, c.words AS chosen_words,"
+        " r.words AS rejected_words, sel.scores"
+        " FROM selections sel JOIN prompts p USING (prompt_id)"
+        " JOIN samples c ON c.sample_id = sel.sample_id JOIN samples r ON r.sample_id = sel.rejected_sample_id"
+        " WHERE sel.run_id = ? AND sel.purpose = 'dpo' AND sel.selected ORDER BY sel.prompt_id", [run_id])
+    out = []
+    for values in rows:
+        r = dict(zip(columns, values))
+        out.append({"prompt": [{"role": "user", "content": r.pop("instruction")}],
+                    "chosen": [{"role": "assistant", "content": r.pop("chosen_text")}],
+                    "rejected": [{"role": "assistant", "content": r.pop("rejected_text")}],
+                    **r, "scores": r["scores"] if isinstance(r["scores"], str) else json.dumps(r["scores"])})
+    return out
+
+
+def _models(store: Store, run_id: str) -> dict[str, list[str]]:
+    _, gen = store.query("SELECT DISTINCT s.model FROM selections sel JOIN samples s USING (sample_id)"
+                         " WHERE sel.run_id = ? ORDER BY 1", [run_id])
+    _, judges = store.query("SELECT DISTINCT judge_model FROM length_fits WHERE run_id = ? ORDER BY 1", [run_id])
+    return {"generation": [r[0] for r in gen], "judge": [r[0] for r in judges]}
 
 
 def _atomic(path: Path, write) -> None:
@@ -72,53 +145,84 @@ def _atomic(path: Path, write) -> None:
     os.replace(tmp, path)
 
 
-def dataset_card(name: str, records: list[dict], *, run_id: str, config: dict, considered: int) -> str:
-    words = [r["words"] for r in records]
-    scores = [r["length_score"] for r in records]
-    models = sorted({r["model"] for r in records}) or [config.get("endpoint", {}).get("model") or "?"]
-    writers = sorted({r["writer"] for r in records})
-    counters = sorted({r["length_counter"] for r in records}) or ["lbw_words"]
+def _histogram(words: list[int]) -> list[str]:
+    if not words:
+        return ["(no rows)"]
+    edges = [0, 250, 500, 1000, 2000, 4000, 8000, 16000, 32000, float("inf")]
+    counts = Counter(next(i for i in range(len(edges) - 1) if edges[i] <= w < edges[i + 1]) for w in words)
+    width = max(counts.values())
+    lines = ["| words | rows | |", "|---|---|---|"]
+    for i in range(len(edges) - 1):
+        if counts[i]:
+            hi = "∞" if edges[i + 1] == float("inf") else f"{edges[i + 1]:.0f}"
+            lines.append(f"| {edges[i]:.0f}–{hi} | {counts[i]} | {'█' * max(1, round(20 * counts[i] / width))} |")
+    return lines
 
-    def stats(values: list[float]) -> str:
-        if not values:
-            return "n/a"
-        return (f"min {min(values):.0f} · median {statistics.median(values):.0f} · "
-                f"mean {statistics.fmean(values):.0f} · max {max(values):.0f}")
 
+def dataset_card(name: str, sft: list[dict], dpo: list[dict], counts: dict, *, run_id: str, config: dict,
+                 models: dict, added_tokens: Counter, sft_from: str = "sft") -> str:
+    selection = config.get("selection", {})
+    filters = config.get("filters", {})
     lines = [
         f"# {name}",
         "",
-        "Long-output SFT data built by longform in TRL's conversational format",
-        "(`messages`: one user instruction, one assistant answer).",
+        "Long-output training data built by longform, in TRL's formats.",
         "",
-        "| | |",
-        "|---|---|",
-        f"| rows | {len(records)} of {considered} samples written, kept by the selection policy (see Config) |",
-        f"| words per answer ({', '.join(counters)}) | {stats(words)} |",
-        f"| LongBench-Write length score S_l | {stats(scores)} |",
-        f"| generation model | {', '.join(models)} |",
-        f"| writer | {', '.join(writers) or 'n/a'} |",
-        f"| run | `{run_id}` |",
-        f"| exported | {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} |",
+        "| | train | test |",
+        "|---|---|---|",
+        f"| SFT rows (`sft/`, conversational `messages`) | {counts['sft_train']} | {counts['sft_test']} |",
+        f"| DPO pairs (`dpo/`, preference `prompt`/`chosen`/`rejected`) | {counts['dpo_train']} | {counts['dpo_test']} |",
         "",
-        "`lbw_words` is LongBench-Write's counter: one unit per CJK character plus one per Latin word.",
+        f"- Generation model: {', '.join(models['generation']) or 'n/a'}",
+        f"- Judge model: {', '.join(models['judge']) or 'none (no judges ran)'}",
+        f"- Writers: {', '.join(sorted({r['writer'] for r in sft})) or 'n/a'}",
+        f"- Run: `{run_id}`; exported {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
+        "- Split: by a hash of the prompt id, so all candidates of a prompt are on the same side.",
         "",
-        "## Files",
-        "- `sft.parquet`, `sft.jsonl`: columns `messages`, `sample_id`, `prompt_id`, `words`,",
-        "  `length_counter`, `required_words`, `length_score`, `writer`, `model`.",
+        "## Selection",
+        f"- Required filters: {', '.join(filters.get('required', [])) or 'none'}"
+        f" (near-duplicate ratio ≥ {filters.get('near_duplicate_prompts', '?')},"
+        f" repeated-paragraph ratio ≥ {filters.get('repeated_paragraphs', '?')})",
+        f"- SFT: length score S_l ≥ {selection.get('min_length_score', 0)}"
+        + (f", length-controlled quality ≥ {selection['min_lc_quality']}" if selection.get("min_lc_quality") is not None else ""),
+        f"- DPO: chosen meets S_l ≥ {selection.get('dpo_min_length_score', '?')}; rejected at least"
+        f" {selection.get('dpo_margin', '?')} below it in the ranking score (see the `scores` column)",
+        *([f"- GATEAU: SFT rows are the top of GATEAU's ranking of those (α = {config.get('gateau', {}).get('alpha')},"
+           f" window {config.get('gateau', {}).get('window')} tokens); scores in the `scores` table"]
+          if sft_from == "gateau" else []),
         "",
+        "## Lengths (`lbw_words`: one unit per CJK character plus one per Latin word)",
+        "",
+        "SFT answers:",
+        "",
+        *_histogram([r["words"] for r in sft]),
+        "",
+        "DPO chosen answers:",
+        "",
+        *_histogram([r["chosen_words"] for r in dpo]),
+        "",
+    ]
+    if added_tokens:
+        lines += ["## Meta Length Tokens",
+                  "The assistant turn of each SFT row starts with Ruler's Meta Length Token for its length;"
+                  " add these to the tokenizer before training:", "",
+                  *[f"- `{token}` ({n} rows)" for token, n in sorted(added_tokens.items())], ""]
+    lines += [
+        "## Loading",
         "```python",
         "from datasets import load_dataset",
-        f'ds = load_dataset("parquet", data_files="datasets_out/{name}/sft.parquet")["train"]',
+        f'sft = load_dataset("parquet", data_dir="{name}/sft")',
+        f'dpo = load_dataset("parquet", data_dir="{name}/dpo")',
         "```",
         "",
         "## Provenance",
-        "Every row's `sample_id` is a row of the `samples` table in the longform DuckDB database; its",
-        "plan and paragraphs are in `sections`, every request that produced it in `requests`:",
+        "Every SFT row's `sample_id` (and every DPO row's `chosen_sample_id` / `rejected_sample_id`) is a",
+        "row of the `samples` table in the longform DuckDB database; its paragraphs are in `sections`, its",
+        "judgments in `judgments`, the decision in `selections`, every request in `requests`:",
         "",
         "```sql",
         "select * from sections where sample_id = '<sample_id>' order by idx;",
-        f"select * from selections where run_id = '{run_id}' and sample_id = '<sample_id>';",
+        f"select * from selections where run_id = '{run_id}' and '<sample_id>' in (sample_id, rejected_sample_id);",
         "```",
         "",
         "## Config",

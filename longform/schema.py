@@ -172,6 +172,41 @@ MIGRATIONS: list[str] = [
         created_at TIMESTAMPTZ NOT NULL
     );
     """,
+    # v4: training runs and length evaluations.
+    """
+    CREATE TABLE train_runs (
+        train_id VARCHAR PRIMARY KEY,
+        kind VARCHAR NOT NULL,              -- sft | dpo
+        dataset VARCHAR NOT NULL,
+        model VARCHAR NOT NULL,             -- as given: an HF id, a path or `embedded`
+        model_path VARCHAR NOT NULL,
+        params JSON NOT NULL,               -- TRL's SFTConfig / DPOConfig arguments
+        lora JSON,
+        rows INTEGER NOT NULL,
+        status VARCHAR NOT NULL,            -- running | finished | failed
+        steps INTEGER,
+        final_loss DOUBLE,
+        output_dir VARCHAR NOT NULL,
+        error VARCHAR,
+        started_at TIMESTAMPTZ NOT NULL,
+        finished_at TIMESTAMPTZ
+    );
+    CREATE TABLE length_evals (
+        eval_id VARCHAR NOT NULL,
+        model VARCHAR NOT NULL,
+        prompt_id VARCHAR NOT NULL,
+        instruction VARCHAR NOT NULL,
+        required_words INTEGER NOT NULL,
+        text VARCHAR NOT NULL,
+        words INTEGER NOT NULL,
+        length_counter VARCHAR NOT NULL,
+        length_score DOUBLE NOT NULL,
+        tokens_out INTEGER NOT NULL,
+        finish_reason VARCHAR NOT NULL,     -- stop | length (hit max_new_tokens)
+        created_at TIMESTAMPTZ NOT NULL,
+        PRIMARY KEY (eval_id, prompt_id)
+    );
+    """,
 ]
 
 LATEST = len(MIGRATIONS)
@@ -194,6 +229,8 @@ APPEND_TABLES: dict[str, tuple[str, ...]] = {
     "scores": ("run_id", "sample_id", "metric", "value", "source", "created_at"),
     "selections": ("selection_id", "run_id", "purpose", "prompt_id", "sample_id", "rejected_sample_id", "selected",
                    "reason", "scores", "created_at"),
+    "length_evals": ("eval_id", "model", "prompt_id", "instruction", "required_words", "text", "words",
+                     "length_counter", "length_score", "tokens_out", "finish_reason", "created_at"),
     "failures": ("failure_id", "run_id", "stage", "prompt_id", "sample_id", "key", "reason", "detail",
                  "created_at"),
 }

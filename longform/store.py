@@ -136,6 +136,23 @@ class Store:
             [status, now(), json.dumps(summary), run_id],
         )
 
+    def put_train_run(self, row: dict) -> None:
+        """Insert or update a training run (few rows, written at once)."""
+        columns = ("train_id", "kind", "dataset", "model", "model_path", "params", "lora", "rows", "status",
+                   "steps", "final_loss", "output_dir", "error")
+        values = [row.get(c) for c in columns]
+        self._con.execute(
+            f"INSERT INTO train_runs ({', '.join(columns)}, started_at) VALUES ({', '.join('?' * len(columns))}, ?)"
+            " ON CONFLICT (train_id) DO UPDATE SET status = excluded.status, steps = excluded.steps,"
+            " final_loss = excluded.final_loss, error = excluded.error, finished_at = ?",
+            [*values, now(), now()])
+
+    def clear_selection(self, run_id: str, purpose: str, metrics: list[str]) -> None:
+        """Drop a run's earlier decisions of one kind, and the scores they were made on, before redoing them."""
+        self.flush()
+        self._con.execute("DELETE FROM selections WHERE run_id = ? AND purpose = ?", [run_id, purpose])
+        self._con.execute("DELETE FROM scores WHERE run_id = ? AND list_contains(?, metric)", [run_id, metrics])
+
     # --- batched appends -------------------------------------------------------------------------
 
     def add(self, table: str, row: dict[str, Any]) -> None:

@@ -58,15 +58,16 @@ def test_build_stores_everything_and_a_rerun_sends_nothing(prefect, tmp_path):
     decisions = _rows(db, "select sample_id, selected, reason from selections where purpose = 'sft'")
     assert len(decisions) == samples and all(reason for _, _, reason in decisions)
     selected = {s for s, chosen, _ in decisions if chosen}
-    parquet = tmp_path / "out" / "tiny" / "sft.parquet"
+    sft_dir = tmp_path / "out" / "tiny" / "sft"
     if selected:
-        data = load_dataset("parquet", data_files=str(parquet))["train"]
-        assert set(data["sample_id"]) == selected
-        assert [m["role"] for m in data[0]["messages"]] == ["user", "assistant"]
+        data = load_dataset("parquet", data_dir=str(sft_dir))
+        assert set().union(*(set(split["sample_id"]) for split in data.values())) == selected
+        first = next(iter(data.values()))[0]
+        assert [m["role"] for m in first["messages"]] == ["user", "assistant"]
     else:
-        assert not parquet.exists()
+        assert not sft_dir.exists()
     card = (tmp_path / "out" / "tiny" / "README.md").read_text()
-    assert f"| rows | {len(selected)} of {samples} " in card and "lbw_words" in card
+    assert "| SFT rows" in card and "lbw_words" in card and summary["run_id"] in card
 
     again = asyncio.run(build(config=str(config)))
     assert again["requests_sent"] == 0 and again["cache_hits"] == summary["requests_sent"]

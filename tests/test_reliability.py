@@ -164,7 +164,7 @@ def test_a_planted_api_key_is_never_written(tmp_path, prefect_api):
 
     assert key not in out + err
     written = [p for p in tmp_path.rglob("*") if p.is_file()]
-    assert any(p.name == "sft.parquet" for p in written) and any(p.name == "README.md" for p in written)
+    assert any(p.parent.name == "sft" for p in written) and any(p.name == "README.md" for p in written)
     for path in written:
         assert key.encode() not in path.read_bytes(), path
     db = tmp_path / "corpus.duckdb"
@@ -253,7 +253,8 @@ def test_until_accepted_stops_at_exactly_n_and_resumes_for_free(tmp_path, prefec
     data = _rows(db, "select count(*) from samples where length_score < 60")
     assert data == [(written - 4,)]
     import pyarrow.parquet as pq
-    assert pq.read_table(tmp_path / "out" / "remote" / "sft.parquet").num_rows == 4
+    exported = sum(pq.read_table(p).num_rows for p in (tmp_path / "out" / "remote" / "sft").glob("*.parquet"))
+    assert exported == 4
 
 
 def test_status_estimates_cost_from_configured_prices(tmp_path, prefect_api):

@@ -1,0 +1,257 @@
+"""GATEAU-style selection (Si et al., 2024, "GATEAU: Selecting Influential Samples for Long Context
+Alignment"), adapted to long *outputs*.
+
+GATEAU ranks samples by how much they depend on long-range context. Our samples have a short
+instruction and a long answer, so the long-range context is the answer itself: the later paragraphs
+are scored, and the instruction plus the earlier paragraphs are their context.
+
+Homologous Models' Guidance (HMG). The later part's perplexity under a short-context model and under
+the long-context model. With one model (the default, and the embedded model's only option) the short
+model is the same model with its view limited to the last W tokens; with two configured models the
+short one is run the same way with its own window. Per sample we store log PPL_short − log PPL_long
+(`gateau_hmg_raw`); like GATEAU's code, the score is norm(PPL_short) − norm(PPL_long) with min-max
+normalisation over the samples ranked together.
+
+The windowed pass is blocked: the later part is cut into blocks of W/2 tokens, each fed with the W/2
+tokens before it, so every scored token sees between W/2 and W tokens, and all blocks go through the
+model in batches. It costs about twice the scored tokens, instead of one pass per token.
+
+Contextual Awareness Measurement (CAM). The context segments are the earlier paragraphs (at most
+`max_segments`, merged evenly). Two distributions over them:
+- from perplexity: how much seeing segment j (with the instruction) lowers the later part's loss,
+  relative to the instruction alone; negative gains count as 0;
+- from attention: the attention mass the later part's tokens give each segment's tokens, averaged
+  over layers and heads (eager attention, this pass only).
+Both look at the first `cam_probe` tokens of the later part (default 256), so each of the
+segments' passes is instruction + segment + probe long, not the whole answer.
+GATEAU's released code never combines them. We take CAM = Jensen-Shannon divergence between the two,
+divided by ln 2 so it lies in [0, 1]: it is symmetric, bounded, and defined when either distribution
+has zeros (KL is not), and it is high exactly when the model's attention goes elsewhere than to the
+segments that actually help — GATEAU's "hard to attend" samples.
+
+Final score = α · norm(HMG) + (1 − α) · norm(CAM), α = 0.8 by default, both min-max normalised over the
+samples ranked together.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class Sample:
+    sample_id: str
+    instruction: str
+    paragraphs: tuple[str, ...]
+
+
+@dataclass
+class Measured:
+    sample_id: str
+    log_ppl_long: float
+    log_ppl_short: float
+    cam: float
+    segments: int
+    scored_tokens: int
+
+    @property
+    def hmg_raw(self) -> float:
+        return self.log_ppl_short - self.log_ppl_long
+
+
+@dataclass
+class Cost:
+    """Tokens through the model and seconds, per pass kind; for tokens/s and the benchmark ratios."""
+    tokens: dict[str, int] = field(default_factory=lambda: {"full": 0, "window": 0, "cam_ppl": 0, "cam_attention": 0})
+    seconds: dict[str, float] = field(default_factory=lambda: {"full": 0.0, "window": 0.0, "cam_ppl": 0.0,
+                                                               "cam_attention": 0.0})
+
+    def add(self, kind: str, tokens: int, seconds: float) -> None:
+        self.tokens[kind] += tokens
+        self.seconds[kind] += seconds
+
+
+@dataclass(frozen=True)
+class _Encoded:
+    ids: list[int]
+    prompt_len: int
+    segments: list[tuple[int, int]]       # earlier context, [start, end) in ids
+    later: tuple[int, int]                # the scored part
+
+
+class GateauScorer:
+    def __init__(self, model, tokenizer, *, short_model=None, window: int = 512, max_segments: int = 8,
+                 batch_size: int = 8, max_tokens: int = 8192, cam_probe: int = 256):
+        self.model = model
+        self.short_model = short_model or model
+        self.tokenizer = tokenizer
+        self.window = window
+        self.max_segments = max_segments
+        self.batch_size = batch_size
+        self.max_tokens = max_tokens
+        self.cam_probe = cam_probe
+        self.cost = Cost()
+
+    # --- encoding ----------------------------------------------------------------------------------
+
+    def encode(self, sample: Sample) -> _Encoded:
+        prompt = self.tokenizer.apply_chat_template([{"role": "user", "content": sample.instruction}],
+                                                    add_generation_prompt=True, tokenize=True, return_dict=True)
+        ids = list(prompt["input_ids"])
+        prompt_len = len(ids)
+        pieces = [p for p in sample.paragraphs if p.strip()]
+        spans = []
+        for k, text in enumerate(pieces):
+            piece = self.tokenizer(text + ("\n\n" if k < len(pieces) - 1 else ""), add_special_tokens=False)["input_ids"]
+            spans.append((len(ids), len(ids) + len(piece)))
+            ids.extend(piece)
+        if len(spans) < 2:
+            # One paragraph: cut the answer into four equal runs of tokens instead.
+            start, end = prompt_len, len(ids)
+            step = max(1, (end - start) // 4)
+            spans = [(s, min(end, s + step)) for s in range(start, end, step)]
+        if len(ids) > self.max_tokens:
+            raise ValueError(f"sample {sample.sample_id}: {len(ids)} tokens, more than max_tokens {self.max_tokens}")
+        half = max(1, len(spans) // 2)
+        earlier, later = spans[:len(spans) - half], spans[len(spans) - half:]
+        return _Encoded(ids, prompt_len, _merge(earlier, self.max_segments), (later[0][0], later[-1][1]))
+
+    # --- passes ------------------------------------------------------------------------------------
+
+    def _nll(self, model, batch: list[list[int]], score_from: list[int], score_to: list[int], kind: str) -> list[float]:
+        """Mean negative log-likelihood of tokens [from, to) of each sequence."""
+        width = max(map(len, batch))
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        ids = torch.tensor([seq + [pad] * (width - len(seq)) for seq in batch])
+        mask = torch.tensor([[1] * len(seq) + [0] * (width - len(seq)) for seq in batch])
+        started = time.perf_counter()
+        with torch.no_grad():
+            logits = model(input_ids=ids, attention_mask=mask).logits
+        log_probs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+        token_lp = log_probs.gather(-1, ids[:, 1:, None])[..., 0]
+        self.cost.add(kind, int(mask.sum()), time.perf_counter() - started)
+        out = []
+        for row, (a, b) in enumerate(zip(score_from, score_to)):
+            out.append(float(-token_lp[row, a - 1:b - 1].mean()))
+        return out
+
+    def _batched_nll(self, model, jobs: list[tuple[list[int], int, int]], kind: str) -> list[float]:
+        results = []
+        for i in range(0, len(jobs), self.batch_size):
+            chunk = jobs[i:i + self.batch_size]
+            results += self._nll(model, [j[0] for j in chunk], [j[1] for j in chunk], [j[2] for j in chunk], kind)
+        return results
+
+    def full_nll(self, enc: _Encoded) -> float:
+        a, b = enc.later
+        return self._nll(self.model, [enc.ids[:b]], [a], [b], "full")[0]
+
+    def windowed_nll(self, enc: _Encoded) -> float:
+        a, b = enc.later
+        half = max(1, self.window // 2)
+        jobs, weights = [], []
+        for t in range(a, b, half):
+            start = max(0, t - half)
+            end = min(b, t + half)
+            jobs.append((enc.ids[start:end], t - start, end - start))
+            weights.append(end - t)
+        losses = self._batched_nll(self.short_model, jobs, "window")
+        return float(np.average(losses, weights=weights))
+
+    def cam(self, enc: _Encoded) -> float:
+        a, b = self._probe(enc)
+        later = enc.ids[a:b]
+        prompt = enc.ids[:enc.prompt_len]
+        jobs = [(prompt + later, len(prompt), len(prompt) + len(later))]
+        for s, e in enc.segments:
+            context = prompt + enc.ids[s:e]
+            jobs.append((context + later, len(context), len(context) + len(later)))
+        losses = self._batched_nll(self.model, jobs, "cam_ppl")
+        gains = np.maximum(0.0, losses[0] - np.array(losses[1:]))
+        p_ppl = gains / gains.sum() if gains.sum() > 0 else np.full(len(gains), 1 / len(gains))
+        p_att = self._attention_shares(enc)
+        return _jsd(p_ppl, p_att) / math.log(2)
+
+    def _probe(self, enc: _Encoded) -> tuple[int, int]:
+        # CAM scores the start of the later part, not all of it: one pass per segment stays short.
+        a, b = enc.later
+        return a, min(b, a + self.cam_probe)
+
+    def _attention_shares(self, enc: _Encoded) -> np.ndarray:
+        a, b = self._probe(enc)
+        totals = torch.zeros(len(enc.segments))
+        layers = 0
+
+        def collect(_module, _inputs, output):
+            nonlocal layers
+            weights = output[1]                     # (batch, heads, query, key)
+            rows = weights[0, :, a:b].mean(dim=0)   # heads averaged: (later queries, keys)
+            for k, (s, e) in enumerate(enc.segments):
+                totals[k] += rows[:, s:e].sum(dim=-1).mean()
+            layers += 1
+            return (output[0], None, *output[2:])
+
+        attention_modules = [m for name, m in self.model.named_modules() if name.endswith("self_attn")]
+        hooks = [m.register_forward_hook(collect) for m in attention_modules]
+        previous = self.model.config._attn_implementation
+        self.model.set_attn_implementation("eager")
+        started = time.perf_counter()
+        try:
+            with torch.no_grad():
+                self.model(input_ids=torch.tensor([enc.ids[:b]]), output_attentions=True)
+        finally:
+            self.model.set_attn_implementation(previous)
+            for h in hooks:
+                h.remove()
+        self.cost.add("cam_attention", b, time.perf_counter() - started)
+        shares = (totals / max(layers, 1)).numpy()
+        return shares / shares.sum() if shares.sum() > 0 else np.full(len(shares), 1 / len(shares))
+
+    def measure(self, sample: Sample, *, with_cam: bool = True) -> Measured:
+        enc = self.encode(sample)
+        return Measured(sample.sample_id, self.full_nll(enc), self.windowed_nll(enc),
+                        self.cam(enc) if with_cam else float("nan"), len(enc.segments), enc.later[1] - enc.later[0])
+
+
+def _merge(spans: list[tuple[int, int]], most: int) -> list[tuple[int, int]]:
+    if len(spans) <= most:
+        return spans
+    groups = np.array_split(np.arange(len(spans)), most)
+    return [(spans[g[0]][0], spans[g[-1]][1]) for g in groups if len(g)]
+
+
+def _jsd(p: np.ndarray, q: np.ndarray) -> float:
+    m = (p + q) / 2
+
+    def kl(x: np.ndarray) -> float:
+        nz = x > 0
+        return float(np.sum(x[nz] * np.log(x[nz] / m[nz])))
+
+    return (kl(p) + kl(q)) / 2
+
+
+def minmax(values: np.ndarray) -> np.ndarray:
+    span = values.max() - values.min() if len(values) else 0
+    return (values - values.min()) / span if span > 0 else np.zeros_like(values)
+
+
+def combine(measured: list[Measured], alpha: float) -> dict[str, dict[str, float]]:
+    """Per sample: hmg (GATEAU's normalised difference), cam, and the final score and rank."""
+    if not measured:
+        return {}
+    short = minmax(np.exp([m.log_ppl_short for m in measured]))
+    long = minmax(np.exp([m.log_ppl_long for m in measured]))
+    hmg = short - long
+    cam = np.array([m.cam for m in measured])
+    final = alpha * minmax(hmg) + (1 - alpha) * minmax(cam)
+    order = np.argsort(-final, kind="stable")
+    ranks = np.empty(len(order), int)
+    ranks[order] = np.arange(1, len(order) + 1)
+    return {m.sample_id: {"gateau_hmg": float(hmg[i]), "gateau_hmg_raw": m.hmg_raw, "gateau_cam": float(m.cam),
+                          "gateau_score": float(final[i]), "gateau_rank": float(ranks[i])}
+            for i, m in enumerate(measured)}

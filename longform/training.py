@@ -1,0 +1,100 @@
+"""`longform train sft|dpo`: TRL's SFTTrainer / DPOTrainer on an exported dataset.
+
+Hyper-parameters come from the config's `[train.sft]` / `[train.dpo]` tables under TRL's own names
+and go to SFTConfig / DPOConfig unchanged, so TRL's documentation is ours. longform only sets what
+a CPU smoke run and a reproducible record need (no external loggers, one log line per step, no
+intermediate checkpoints) unless the config says otherwise. Each run is a `train_runs` row.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Literal
+
+from longform.config import TrainConfig
+from longform.errors import LongformError
+from longform.hf_model import resolve
+
+Kind = Literal["sft", "dpo"]
+_DEFAULTS = {"report_to": "none", "logging_steps": 1, "save_strategy": "no", "per_device_train_batch_size": 1}
+
+
+def load_split(dataset_dir: Path, kind: Kind):
+    from datasets import load_dataset
+
+    folder = dataset_dir / kind
+    files = {split: str(folder / f"{split}.parquet") for split in ("train", "test") if (folder / f"{split}.parquet").exists()}
+    if "train" not in files:
+        raise LongformError(f"{folder}: no train.parquet; export a run with selected {kind.upper()} rows first"
+                            " (`longform export`)")
+    return load_dataset("parquet", data_files=files)
+
+
+def trainer_args(kind: Kind, cfg: TrainConfig, output_dir: Path, max_steps: int | None):
+    from trl import DPOConfig, SFTConfig
+
+    cls = SFTConfig if kind == "sft" else DPOConfig
+    params = {**_DEFAULTS, **(cfg.sft if kind == "sft" else cfg.dpo)}
+    if max_steps is not None:
+        params["max_steps"] = max_steps
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise LongformError(f"[train.{kind}] {unknown[0]}: not a {cls.__name__} parameter (TRL's names)")
+    try:
+        return cls(output_dir=str(output_dir), **params), params
+    except (TypeError, ValueError) as e:
+        raise LongformError(f"[train.{kind}]: {e}") from None
+
+
+def lora_config(cfg: TrainConfig):
+    if not cfg.lora:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=cfg.lora_target_modules, task_type="CAUSAL_LM")
+
+
+def train(kind: Kind, *, dataset_dir: Path, model: str, cfg: TrainConfig, output_dir: Path | None,
+          max_steps: int | None, record) -> dict:
+    """Train and save; `record(row)` is called when the run starts and again when it ends."""
+    train_id = f"t-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    output_dir = output_dir or dataset_dir.parent / "models" / f"{dataset_dir.name}-{kind}-{train_id}"
+    args, params = trainer_args(kind, cfg, output_dir, max_steps)
+    data = load_split(dataset_dir, kind)
+    path = resolve(model)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    row = {"train_id": train_id, "kind": kind, "dataset": str(dataset_dir), "model": model, "model_path": path,
+           "params": json.dumps(params), "lora": json.dumps(lora_config(cfg).to_dict() if cfg.lora else None,
+                                                             default=list),
+           "rows": len(data["train"]), "output_dir": str(output_dir), "status": "running"}
+    record(row)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOTrainer, SFTTrainer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    network = AutoModelForCausalLM.from_pretrained(path)
+    common = {"model": network, "args": args, "train_dataset": data["train"], "processing_class": tokenizer,
+              "peft_config": lora_config(cfg)}
+    if "test" in data:
+        common["eval_dataset"] = data["test"]
+    try:
+        trainer = SFTTrainer(**common) if kind == "sft" else DPOTrainer(**common)
+        result = trainer.train()
+        trainer.save_model(str(output_dir))
+        tokenizer.save_pretrained(str(output_dir))
+    except BaseException as e:
+        record({**row, "status": "failed", "error": f"{type(e).__name__}: {e}"[:2000]})
+        raise
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    done = {**row, "status": "finished", "steps": trainer.state.global_step,
+            "final_loss": losses[-1] if losses else result.training_loss}
+    record(done)
+    return done
+

@@ -1,0 +1,119 @@
+"""Export → TRL training → eval-length, on the embedded model's own weights, in real processes."""
+
+import asyncio
+import json
+
+import duckdb
+import pytest
+from datasets import load_dataset
+from prefect.testing.utilities import prefect_test_harness
+
+from flows.build import build
+
+from helpers import longform, tiny_build
+
+
+def _rows(db, sql):
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def _run(*args, cwd):
+    proc = longform(*args, cwd=cwd)
+    out, err = proc.communicate(timeout=900)
+    return proc.returncode, out, err
+
+
+@pytest.fixture(scope="module")
+def judged(tmp_path_factory):
+    """A judged build with two candidates per prompt, selecting generously so both datasets have rows."""
+    tmp = tmp_path_factory.mktemp("judged")
+    config = tiny_build(tmp, name="judged")
+    config.write_text(config.read_text().replace("out_dir", "samples_per_prompt = 2\nout_dir", 1) + """
+[judges]
+rubric = true
+pairwise = true
+max_tokens = 80
+
+[filters]
+required = ["min_length_score"]
+
+[selection]
+dpo_min_length_score = 0
+dpo_margin = 0
+
+[export]
+enabled = false
+
+[train.sft]
+max_length = 256
+
+[train.dpo]
+max_length = 256
+""")
+    with prefect_test_harness(server_startup_timeout=120):
+        summary = asyncio.run(build(config=str(config)))
+    return tmp, config, summary
+
+
+def test_export_train_and_eval_length(judged):
+    tmp, config, summary = judged
+    db = tmp / "corpus.duckdb"
+    out = tmp / "exports"
+
+    code, stdout, err = _run("export", "--db", str(db), "--name", "mine", "--out-dir", str(out), "--test-ratio", "0",
+                             cwd=tmp)
+    assert code == 0, err
+    [(sft_selected,)] = _rows(db, "select count(*) from selections where purpose = 'sft' and selected")
+    [(pairs,)] = _rows(db, "select count(*) from selections where purpose = 'dpo' and selected")
+    assert sft_selected > 0 and pairs > 0
+    sft = load_dataset("parquet", data_dir=str(out / "mine" / "sft"))["train"]
+    dpo = load_dataset("parquet", data_dir=str(out / "mine" / "dpo"))["train"]
+    assert len(sft) == sft_selected and len(dpo) == pairs
+    assert [m["role"] for m in dpo[0]["prompt"]] == ["user"] and dpo[0]["chosen"][0]["role"] == "assistant"
+    assert dpo[0]["chosen_sample_id"] != dpo[0]["rejected_sample_id"]
+    card = (out / "mine" / "README.md").read_text()
+    assert summary["run_id"] in card and "SmolLM2" in card and "Required filters: min_length_score" in card
+    manifest = json.loads((out / "mine" / "longform-export.json").read_text())
+    assert manifest["counts"]["sft_train"] == sft_selected
+
+    code, _, err = _run("export", "--db", str(db), "--name", "mine", "--out-dir", str(out), cwd=tmp)
+    assert code == 2 and "already exists; pass --force" in err
+    code, _, err = _run("export", "--db", str(db), "--name", "../escape", "--out-dir", str(out), cwd=tmp)
+    assert code == 2 and "no path separators" in err and not (tmp / "escape").exists()
+
+    for kind in ("sft", "dpo"):
+        code, stdout, err = _run("train", kind, "--dataset", str(out / "mine"), "--model", "embedded", "--max-steps", "2",
+                                 "--config", str(config), "--output", str(tmp / f"model-{kind}"), "--db", str(db),
+                                 cwd=tmp)
+        assert code == 0, err[-3000:]
+        assert (tmp / f"model-{kind}" / "model.safetensors").exists()
+    runs = _rows(db, "select kind, status, steps, final_loss, rows, params from train_runs order by kind")
+    assert [(k, s, n) for k, s, n, *_ in runs] == [("dpo", "finished", 2), ("sft", "finished", 2)]
+    assert all(loss is not None and loss == loss for *_, loss, _, _ in [r[:4] + r[4:] for r in runs])
+    assert json.loads(runs[1][5])["max_length"] == 256
+
+    prompts = tmp / "eval.jsonl"
+    prompts.write_text('{"id": "e30", "instruction": "Write a 30-word note about tea.", "target_words": 30}\n'
+                       '{"id": "e50", "instruction": "写一篇50字的短文，介绍月亮。"}\n', encoding="utf-8")
+    code, stdout, err = _run("eval-length", "--model", str(tmp / "model-sft"), "--prompts", str(prompts),
+                             "--max-new-tokens", "24", "--db", str(db), cwd=tmp)
+    assert code == 0, err[-3000:]
+    assert "Ruler PM" in stdout
+    evals = _rows(db, "select prompt_id, required_words, words, length_score, tokens_out from length_evals order by 1")
+    assert [(p, r) for p, r, *_ in evals] == [("e30", 30), ("e50", 50)]
+    assert all(0 < tokens <= 24 and 0 <= score <= 100 for *_, score, tokens in evals)
+
+
+def test_training_refuses_bad_input_in_one_line(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[train.sft]\nlearning_rat = 0.1\n")
+    code, _, err = _run("train", "sft", "--dataset", str(tmp_path), "--config", str(bad),
+                        "--db", str(tmp_path / "x.duckdb"), cwd=tmp_path)
+    assert code == 2 and "[train.sft] learning_rat: not a SFTConfig parameter" in err
+    code, _, err = _run("train", "dpo", "--dataset", str(tmp_path), "--db", str(tmp_path / "x.duckdb"), cwd=tmp_path)
+    assert code == 2 and "no train.parquet; export a run" in err
+    assert not (tmp_path / "x.duckdb").exists()      # nothing recorded for a run that never started
