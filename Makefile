@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test clean
+.PHONY: install demo test bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# Speed and cost targets, measured as ratios against a baseline in the same run (not part of `make test`).
+bench: $(STAMP)
+	$(BIN)/python benchmarks/near_duplicates.py
+	$(BIN)/python benchmarks/gateau_cost.py
 
 clean:
 	rm -rf $(VENV) datasets_out/*.duckdb* datasets_out/demo

@@ -124,30 +124,32 @@ def meta_words(text: str) -> Check:
 
 # --- prompts -------------------------------------------------------------------------------------
 
-def near_duplicates(texts: list[str], threshold: float, *, jaccard_floor: float = 0.5) -> dict[int, tuple[int, float]]:
+def near_duplicates(texts: list[str], threshold: float, *, jaccard_floor: float = 0.6) -> dict[int, tuple[int, float]]:
     """For each text that nearly repeats an earlier one: index → (index of the earlier, ratio).
 
-    Scoring all pairs is quadratic (5·10⁹ ratios at 100k prompts), so candidates are generated
-    first by prefix filtering (Bayardo et al., 2007): order each text's tokens rarest first; two
-    texts whose token sets overlap by Jaccard ≥ j must share a token among the first
-    ⌈(1 − j)·|tokens|⌉ + 1 of either. Only those candidates are scored with rapidfuzz. Near-copies
-    above a ratio of 85-90 share far more than half their tokens, so a floor of 0.5 loses none in
-    practice while keeping the candidate lists short.
+    Scoring all pairs is quadratic (5·10⁹ ratios at 100k prompts), so candidates come first from
+    prefix filtering (Bayardo et al., 2007) over each text's set of adjacent-unit pairs (word or CJK
+    character bigrams): order every set rarest first; two sets with Jaccard ≥ j must share one of the
+    first ⌈(1 − j)·|set|⌉ + 1 of either. Bigrams are rare, so candidate lists stay short. Only
+    candidates are scored with rapidfuzz's ratio. An edit of one or two words in a 30-word prompt
+    keeps the bigram Jaccard above 0.6, so a floor of 0.6 loses almost no near-copy above a ratio of
+    90 (benchmarks/near_duplicates.py measures the recall against exact all-pairs scoring).
     """
-    tokens = [sorted(set(_units(t))) for t in texts]
-    frequency = Counter(tok for toks in tokens for tok in toks)
-    index: dict[str, list[int]] = defaultdict(list)
-    normalized = [" ".join(_units(t)) for t in texts]
+    units = [_units(t) for t in texts]
+    keys = [sorted(set(zip(u, u[1:])) if len(u) >= 4 else {(w,) for w in u}) for u in units]
+    frequency = Counter(k for ks in keys for k in ks)
+    index: dict[tuple, list[int]] = defaultdict(list)
+    normalized = [" ".join(u) for u in units]
     found: dict[int, tuple[int, float]] = {}
     exact: dict[str, int] = {}
-    for i, toks in enumerate(tokens):
+    for i, ks in enumerate(keys):
         if normalized[i] in exact:
             found[i] = (exact[normalized[i]], 100.0)
             continue
-        exact.setdefault(normalized[i], i)
-        ordered = sorted(toks, key=lambda tok: (frequency[tok], tok))
+        exact[normalized[i]] = i
+        ordered = sorted(ks, key=lambda k: (frequency[k], k))
         prefix = ordered[:ceil((1 - jaccard_floor) * len(ordered)) + 1]
-        candidates = {j for tok in prefix for j in index[tok]}
+        candidates = {j for k in prefix for j in index[k]}
         best = None
         for j in sorted(candidates):
             score = fuzz.ratio(normalized[i], normalized[j], score_cutoff=threshold)
@@ -157,6 +159,6 @@ def near_duplicates(texts: list[str], threshold: float, *, jaccard_floor: float 
             found[i] = best
         else:
             # Only texts kept as originals are indexed: a duplicate's duplicates match its original.
-            for tok in prefix:
-                index[tok].append(i)
+            for k in prefix:
+                index[k].append(i)
     return found
