@@ -15,7 +15,8 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/longform build --config configs/demo.toml
-	$(BIN)/longform query "select writer, count(*) as samples, round(median(length_score), 1) as median_S_l from samples group by writer"
+	$(BIN)/longform report
+	$(BIN)/longform query "select kind, status, round(phi, 2) as phi, round(ci_low, 2) as ci_low, round(ci_high, 2) as ci_high, reason from length_fits where run_id = (select max_by(run_id, started_at) from runs)"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

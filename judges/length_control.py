@@ -79,6 +79,10 @@ def fit_pairwise(verdicts: list[Verdict]) -> tuple[LengthFit, dict[str, dict[str
     n = len(verdicts)
     if n < 4:
         return LengthFit("pairwise", "not_identified", n, f"{n} usable verdicts; need at least 4"), {}
+    answers = {v.winner for v in verdicts}
+    if len(answers) == 1:
+        return LengthFit("pairwise", "not_identified", n,
+                         f"every verdict is {answers.pop()!r}: the judge always picked the same position"), {}
     delta = np.array([v.first_words - v.second_words for v in verdicts], dtype=float)
     sigma = float(np.std(delta))
     if sigma == 0:

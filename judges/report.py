@@ -5,6 +5,7 @@ with PNG plots, written next to the run's export.
 from __future__ import annotations
 
 import json
+import re
 import statistics
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -110,7 +111,7 @@ def _markdown(run, samples, fits, checks, dpo, judged, plots) -> str:
     lines += ["", "## Selection", "",
               f"SFT: {sum(bool(s['selected']) for s in samples)} of {len(samples)} samples selected. "
               f"DPO: {chosen} pairs from {len(dpo)} prompts.", ""]
-    reasons = Counter(d["reason"].split(",")[0] for d in dpo if not d["selected"])
+    reasons = Counter(re.sub(r"\d+(\.\d+)?", "…", d["reason"]) for d in dpo if not d["selected"])
     if reasons:
         lines += ["| DPO: no pair because | prompts |", "|---|---|"]
         lines += [f"| {reason} | {n} |" for reason, n in reasons.most_common()]

@@ -39,7 +39,7 @@ def trainer_args(kind: Kind, cfg: TrainConfig, output_dir: Path, max_steps: int 
     from trl import DPOConfig, SFTConfig
 
     cls = SFTConfig if kind == "sft" else DPOConfig
-    params = {**_DEFAULTS, **(cfg.sft if kind == "sft" else cfg.dpo)}
+    params = {**_DEFAULTS, **_device_defaults(), **(cfg.sft if kind == "sft" else cfg.dpo)}
     if max_steps is not None:
         params["max_steps"] = max_steps
     known = {f.name for f in dataclasses.fields(cls)}
@@ -50,6 +50,13 @@ def trainer_args(kind: Kind, cfg: TrainConfig, output_dir: Path, max_steps: int 
         return cls(output_dir=str(output_dir), **params), params
     except (TypeError, ValueError) as e:
         raise LongformError(f"[train.{kind}]: {e}") from None
+
+
+def _device_defaults() -> dict:
+    import torch
+
+    # TRL defaults to bf16, which a CPU-only machine refuses; train in fp32 on the CPU there.
+    return {} if torch.cuda.is_available() else {"use_cpu": True, "bf16": False}
 
 
 def lora_config(cfg: TrainConfig):

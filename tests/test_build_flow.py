@@ -86,7 +86,8 @@ def test_build_stores_everything_and_a_rerun_sends_nothing(prefect, tmp_path):
 def test_judged_build_stores_verdicts_fits_and_decisions(prefect, tmp_path):
     config = tiny_build(tmp_path, name="judged")
     config.write_text(config.read_text().replace('out_dir', 'samples_per_prompt = 2\nout_dir', 1)
-                      + "\n[judges]\nrubric = true\npairwise = true\nmax_tokens = 80\n")
+                      + "\n[judges]\nrubric = true\npairwise = true\nmax_tokens = 80\n"
+                      + "\n[gateau]\nenabled = true\nwindow = 32\nratio = 0.5\n")
     db = tmp_path / "corpus.duckdb"
     summary = asyncio.run(build(config=str(config)))
 
@@ -113,6 +114,19 @@ def test_judged_build_stores_verdicts_fits_and_decisions(prefect, tmp_path):
     assert {d[1] for d in decisions if d[0] == "dpo"} == set(by_prompt)
     assert all(d[3] for d in decisions)
     assert summary["scoring"]["sft_selected"] == sum(d[2] for d in decisions if d[0] == "sft")
+
+    # GATEAU ranks what the SFT policy kept, and the export takes its top half.
+    kept = {r[0] for r in _rows(db, f"select sample_id from selections where run_id = '{summary['run_id']}'"
+                                    " and purpose = 'sft' and selected")}
+    ranked = _rows(db, f"select sample_id, selected from selections where run_id = '{summary['run_id']}'"
+                       " and purpose = 'gateau'")
+    assert {r[0] for r in ranked} == kept
+    assert sum(r[1] for r in ranked) == -(-len(kept) // 2)
+    metrics = _rows(db, f"select metric, count(*) from scores where run_id = '{summary['run_id']}'"
+                        " and metric like 'gateau%' group by all order by all")
+    assert metrics == [(m, len(kept)) for m in sorted(["gateau_cam", "gateau_hmg", "gateau_hmg_raw",
+                                                         "gateau_rank", "gateau_score"])]
+    assert summary["scoring"]["gateau"]["ranked"] == len(kept)
 
     again = asyncio.run(build(config=str(config)))
     assert again["requests_sent"] == 0
