@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -61,6 +61,7 @@ class Verdict:
     first_group: str
     second_group: str
     winner: str                     # A | B | tie
+    prompt_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -74,8 +75,15 @@ class Rated:
 
 # --- pairwise ------------------------------------------------------------------------------------
 
-def fit_pairwise(verdicts: list[Verdict]) -> tuple[LengthFit, dict[str, dict[str, float]]]:
-    """The fit, and per sample its raw and length-controlled logit against its pair partners."""
+def fit_pairwise(verdicts: list[Verdict], *, instruction_min: int | None = None
+                 ) -> tuple[LengthFit, dict[str, dict[str, float]]]:
+    """The fit, and per sample its raw and length-controlled logit against its pair partners.
+
+    `instruction_min`: give each instruction with at least this many cross-group verdicts its own
+    group offsets δ_x,g (AlpacaEval's instruction term, linearised: its rank-one (ψ_g − ψ_h)·γ_x
+    becomes a free offset per instruction and group). Off by default: it needs many verdicts per
+    instruction to be identified.
+    """
     n = len(verdicts)
     if n < 4:
         return LengthFit("pairwise", "not_identified", n, f"{n} usable verdicts; need at least 4"), {}
@@ -93,6 +101,16 @@ def fit_pairwise(verdicts: list[Verdict]) -> tuple[LengthFit, dict[str, dict[str
     columns = {"position": np.ones(n), "length": np.tanh(delta / sigma)}
     for g in compared:
         columns[f"theta[{g}]"] = np.array([(v.first_group == g) - (v.second_group == g) for v in verdicts], float)
+    instructions = _rich_instructions(verdicts, instruction_min) if instruction_min and compared else []
+    covered = set(instructions) >= {v.prompt_id for v in verdicts if v.first_group != v.second_group}
+    # When every cross-group verdict has an instruction term, they are effects-coded against the last
+    # instruction (δ sums to zero over instructions), so θ stays the group's average quality.
+    coded = instructions[:-1] if covered else instructions
+    for x in coded:
+        for g in compared:
+            columns[f"delta[{x}|{g}]"] = np.array(
+                [((v.prompt_id == x) - (covered and v.prompt_id == instructions[-1]))
+                 * ((v.first_group == g) - (v.second_group == g)) for v in verdicts], float)
     names = list(columns)
     x = np.column_stack([columns[c] for c in names])
     fitted = _glm(y, x, names)
@@ -101,23 +119,35 @@ def fit_pairwise(verdicts: list[Verdict]) -> tuple[LengthFit, dict[str, dict[str
     params, ci = fitted
     phi = params["length"]
     theta = {groups[0]: 0.0, **{g: params[f"theta[{g}]"] for g in compared}}
+
+    def strength(v: Verdict, g: str) -> float:
+        if covered and instructions and v.prompt_id == instructions[-1]:
+            return theta[g] - sum(params.get(f"delta[{x}|{g}]", 0.0) for x in coded)
+        return theta[g] + params.get(f"delta[{v.prompt_id}|{g}]", 0.0)
+
     detail = {
         "position": {"estimate": params["position"], "ci": list(ci["position"])},
-        "groups": _group_rates(verdicts, theta) if len(groups) > 1 else {},
+        "groups": _group_rates(verdicts, theta, strength) if len(groups) > 1 else {},
+        "instruction_terms": instructions,
     }
     fit = LengthFit("pairwise", "fitted", n, phi=phi, ci_low=ci["length"][0], ci_high=ci["length"][1],
                     scale=sigma, detail=detail)
     return fit, _sample_logits(verdicts, phi, sigma)
 
 
-def _group_rates(verdicts: list[Verdict], theta: dict[str, float]) -> dict[str, dict[str, float]]:
+def _rich_instructions(verdicts: list[Verdict], least: int) -> list[str]:
+    counts = Counter(v.prompt_id for v in verdicts if v.first_group != v.second_group)
+    return sorted(x for x, n in counts.items() if n >= least)
+
+
+def _group_rates(verdicts: list[Verdict], theta: dict[str, float], strength) -> dict[str, dict[str, float]]:
     lc, raw = defaultdict(list), defaultdict(list)
     for v in verdicts:
         if v.first_group == v.second_group:
             continue
         won = {"A": 1.0, "B": 0.0, "tie": 0.5}[v.winner]
         for me, other, score in ((v.first_group, v.second_group, won), (v.second_group, v.first_group, 1 - won)):
-            lc[me].append(_sigmoid(theta[me] - theta[other]))
+            lc[me].append(_sigmoid(strength(v, me) - strength(v, other)))
             raw[me].append(score)
     return {g: {"theta": theta[g], "lc_win_rate": float(np.mean(lc[g])), "raw_win_rate": float(np.mean(raw[g])),
                 "comparisons": len(raw[g])} for g in theta if raw[g]}

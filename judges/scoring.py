@@ -54,11 +54,11 @@ def score_run(store: Store, settings: Settings, *, run_id: str, sample_ids: list
     group_by = settings.judges.compare
     verdicts = [Verdict(j["sample_id"], j["other_sample_id"], by_id[j["sample_id"]]["words"],
                         by_id[j["other_sample_id"]]["words"], by_id[j["sample_id"]][group_by],
-                        by_id[j["other_sample_id"]][group_by], j["winner"])
+                        by_id[j["other_sample_id"]][group_by], j["winner"], j["prompt_id"])
                 for j in judgments if j["kind"] == "pairwise" and j["winner"]
                 and j["sample_id"] in by_id and j["other_sample_id"] in by_id]
     if verdicts:
-        fit, logits = fit_pairwise(verdicts)
+        fit, logits = fit_pairwise(verdicts, instruction_min=settings.judges.instruction_terms_min)
         fits.append(fit)
         for sample_id, values in logits.items():
             scored[sample_id].scores.update(values)

@@ -121,6 +121,9 @@ class JudgesConfig(_Section):
     max_pairs_per_prompt: int = Field(6, ge=1)
     # What the pairwise length-control fit compares (its per-group quality θ): samples' writer or model.
     compare: Literal["writer", "model"] = "writer"
+    # Per-instruction group offsets in the pairwise fit, for instructions with at least this many
+    # cross-group verdicts (off by default: on a custom prompt set they are rarely identified).
+    instruction_terms_min: int | None = Field(None, ge=2)
 
 
 FilterName = Literal["min_length_score", "plan_labels", "repeated_paragraphs", "near_duplicate_prompt",

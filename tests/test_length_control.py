@@ -45,6 +45,28 @@ def test_pairwise_fit_recovers_length_bias_and_true_group_order():
     assert set(some) == {"pairwise_logit", "lc_pairwise_logit"}
 
 
+def test_instruction_terms_absorb_instruction_specific_preferences():
+    rng = np.random.default_rng(5)
+    # Two writers, equal on average, but "b" is far better on instruction x0 and worse elsewhere.
+    verdicts = []
+    for x in range(6):
+        edge = 2.0 if x == 0 else -0.4
+        for k in range(120):
+            wa, wb = int(rng.normal(1500, 300)), int(rng.normal(1500, 300))
+            for first, second, wf, ws, gf, gs, sign in ((f"a{x}-{k}", f"b{x}-{k}", wa, wb, "a", "b", 1),
+                                                        (f"b{x}-{k}", f"a{x}-{k}", wb, wa, "b", "a", -1)):
+                p = _sigmoid(-sign * edge + 0.8 * math.tanh((wf - ws) / 424))
+                verdicts.append(Verdict(first, second, wf, ws, gf, gs, "A" if rng.random() < p else "B", f"x{x}"))
+    plain, _ = fit_pairwise(verdicts)
+    rich, _ = fit_pairwise(verdicts, instruction_min=50)
+    assert plain.status == rich.status == "fitted"
+    assert rich.detail["instruction_terms"] == [f"x{x}" for x in range(6)]
+    assert rich.ci_low <= 0.8 <= rich.ci_high
+    assert abs(rich.detail["groups"]["b"]["theta"]) < 0.3             # equal on average over instructions
+    # The per-instruction view predicts better than one offset per writer.
+    assert rich.detail["groups"]["b"]["lc_win_rate"] != plain.detail["groups"]["b"]["lc_win_rate"]
+
+
 def test_rubric_fit_recovers_length_bias_and_true_sample_order():
     rng = np.random.default_rng(11)
     phi_true = 25.0
@@ -78,6 +100,9 @@ def test_rubric_fit_recovers_length_bias_and_true_sample_order():
 def test_too_little_data_is_reported_not_fitted():
     fit, lc = fit_rubric([Rated("a", "p", 50, 100, 100), Rated("b", "p", 60, 200, 100)])
     assert fit.status == "not_identified" and "need at least 4" in fit.reason and lc == {}
-    same = [Verdict(f"a{i}", f"b{i}", 100, 100, "w", "w", "A") for i in range(6)]
+    always_a = [Verdict(f"a{i}", f"b{i}", 100 * i, 100, "w", "w", "A") for i in range(6)]
+    fit, _ = fit_pairwise(always_a)
+    assert fit.status == "not_identified" and "always picked the same position" in fit.reason
+    same = [Verdict(f"a{i}", f"b{i}", 100, 100, "w", "w", "AB"[i % 2]) for i in range(6)]
     fit, _ = fit_pairwise(same)
     assert fit.status == "not_identified" and "same length difference" in fit.reason
