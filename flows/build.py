@@ -8,7 +8,7 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from flows.stages import (export_stage, gateau_stage, gather_all, judge_panel, judge_remaining, register_prompts,
-                          score_and_select, write_shard, write_until_accepted)
+                          score_and_select, self_lengthen_data, write_shard, write_until_accepted)
 from longform.build_inputs import load_build_inputs
 from longform.progress import reporter
 from longform.session import build_session
@@ -39,6 +39,8 @@ async def build(config: str, prompts: str | None = None, limit: int | None = Non
         finally:
             reporter().stop()
         score_and_select(session, panel)
+        if "self_lengthen" in writers:
+            self_lengthen_data(session)
         if settings.gateau.enabled:
             gateau_stage(session)
         if settings.export.enabled:

@@ -25,9 +25,10 @@ from longform.progress import reporter
 from longform.prompts import Prompt
 from longform.session import BuildSession
 from longform.store import now
+from longform.schema import APPEND_TABLES
 from writers.agentwrite import AgentWrite, Draft, WriteFailure
+from writers.self_lengthen import Lengthened, SelfLengthen, write_iteration_data
 
-WRITERS = {"agentwrite": AgentWrite}
 
 
 @task(name="register-prompts", cache_policy=NONE)
@@ -80,7 +81,10 @@ async def write_until_accepted(session: BuildSession, panel: JudgePanel, writer_
 
 def _writer(session: BuildSession, writer_name: str):
     cfg = session.settings
-    return WRITERS[writer_name](session.engine, cfg.agentwrite, cfg.generation, seed=cfg.build.seed)
+    if writer_name == "self_lengthen":
+        return SelfLengthen(session.engine, cfg.self_lengthen, cfg.generation, seed=cfg.build.seed,
+                            default_words=cfg.agentwrite.default_words)
+    return AgentWrite(session.engine, cfg.agentwrite, cfg.generation, seed=cfg.build.seed)
 
 
 async def write_one(session: BuildSession, panel: JudgePanel, writer, prompt: Prompt, sample_index: int,
@@ -89,10 +93,10 @@ async def write_one(session: BuildSession, panel: JudgePanel, writer, prompt: Pr
     result = await writer.write(prompt, sample_index)
     accepted = save(session, result, new=result.sample_id not in already)
     candidate = None
-    if isinstance(result, Draft):
+    if not isinstance(result, WriteFailure):
         candidate = Candidate(result.sample_id, prompt.prompt_id, prompt.instruction, result.text, result.tokens_out)
     await panel.sample_done(prompt.prompt_id, (sample_index, writer.name), candidate)
-    reporter().sample_done(isinstance(result, Draft))
+    reporter().sample_done(not isinstance(result, WriteFailure))
     return accepted
 
 
@@ -105,8 +109,12 @@ async def gather_all(coroutines) -> None:
             raise result
 
 
-def save(session: BuildSession, result: Draft | WriteFailure, *, new: bool) -> bool:
+def save(session: BuildSession, result: Draft | Lengthened | WriteFailure, *, new: bool) -> bool:
     store, tally = session.store, session.tally
+    for table, rows in result.extra_rows().items():
+        # Before the sample row: one flush commits both, but a reader of the batch sees parents after children.
+        store.add_many(table, ({"run_id": session.run_id, **row} if "run_id" in APPEND_TABLES[table] else row
+                               for row in rows))
     if isinstance(result, WriteFailure):
         failure_id = hashlib.sha256(f"{session.run_id}|{result.stage}|{result.sample_id}".encode()).hexdigest()[:24]
         store.add("failures", {
@@ -116,8 +124,6 @@ def save(session: BuildSession, result: Draft | WriteFailure, *, new: bool) -> b
         tally.failures[f"{result.stage}:{result.reason}"] += 1
         return False
     scored = length.measure(result.text, result.required_words)
-    # Sections first: one flush commits both, but a reader of the batch sees parents after children.
-    store.add_many("sections", result.section_rows())
     store.add("samples", {**result.sample_row(session.run_id, session.engine.model), **scored})
     tally.samples += 1
     tally.new_samples += int(new)
@@ -139,6 +145,14 @@ def score_and_select(session: BuildSession, panel: JudgePanel) -> dict:
                         judge_model=session.engine.model).as_dict()
     session.tally.scoring = summary
     return summary
+
+
+@task(name="self-lengthen-data", cache_policy=NONE)
+def self_lengthen_data(session: BuildSession) -> dict:
+    cfg = session.settings
+    return write_iteration_data(session.store, sample_ids=session.tally.sample_ids,
+                                out_dir=cfg.build.out_dir / cfg.build.name,
+                                iteration=1, keep=cfg.self_lengthen.noise_keep, seed=cfg.build.seed)
 
 
 @task(name="gateau-select", cache_policy=NONE)

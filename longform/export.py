@@ -88,6 +88,15 @@ def export_run(store: Store, *, run_id: str, target: Path, config: dict, test_ra
     return counts
 
 
+def write_parquet(path: Path, rows: list[dict]) -> None:
+    """Rows as one Parquet file, atomically; no file for no rows."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if rows:
+        _atomic(path, lambda p: pq.write_table(pa.Table.from_pylist(rows), p))
+    else:
+        path.unlink(missing_ok=True)
+
+
 def _split(prompt_id: str, test_ratio: float) -> str:
     bucket = int(hashlib.sha256(prompt_id.encode("utf-8")).hexdigest()[:8], 16) / 0xFFFFFFFF
     return "test" if bucket < test_ratio else "train"

@@ -207,6 +207,28 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (eval_id, prompt_id)
     );
     """,
+    # v5: Self-Lengthen's lineage.
+    """
+    CREATE TABLE lengthen_steps (
+        step_id VARCHAR PRIMARY KEY,
+        run_id VARCHAR NOT NULL,
+        prompt_id VARCHAR NOT NULL,
+        sample_id VARCHAR NOT NULL,         -- the chain's sample (a samples row if it was kept)
+        parent_step_id VARCHAR,             -- the step this one extends
+        iteration INTEGER NOT NULL,         -- macro iteration
+        round INTEGER NOT NULL,             -- 0: generator (and its continuation); 1..: extender rounds
+        role VARCHAR NOT NULL,              -- generator | continuation | extender
+        words_before INTEGER NOT NULL,
+        words_after INTEGER NOT NULL,
+        length_counter VARCHAR NOT NULL,
+        verdicts JSON NOT NULL,             -- {filter: "pass" | reason}
+        accepted BOOLEAN NOT NULL,
+        reason VARCHAR NOT NULL,
+        finish_reason VARCHAR,
+        text VARCHAR NOT NULL,
+        created_at TIMESTAMPTZ NOT NULL
+    );
+    """,
 ]
 
 LATEST = len(MIGRATIONS)
@@ -231,6 +253,9 @@ APPEND_TABLES: dict[str, tuple[str, ...]] = {
                    "reason", "scores", "created_at"),
     "length_evals": ("eval_id", "model", "prompt_id", "instruction", "required_words", "text", "words",
                      "length_counter", "length_score", "tokens_out", "finish_reason", "created_at"),
+    "lengthen_steps": ("step_id", "run_id", "prompt_id", "sample_id", "parent_step_id", "iteration", "round", "role",
+                       "words_before", "words_after", "length_counter", "verdicts", "accepted", "reason",
+                       "finish_reason", "text", "created_at"),
     "failures": ("failure_id", "run_id", "stage", "prompt_id", "sample_id", "key", "reason", "detail",
                  "created_at"),
 }

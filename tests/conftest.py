@@ -15,10 +15,11 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="session")
 def embedded() -> Endpoint:
     """The real embedded llama.cpp server, started once for the whole session."""
-    from longform.embedded import MODEL_ALIAS, EmbeddedServer
+    from longform.embedded import MODEL_ALIAS, EmbeddedServer, chat_renderer
 
     with EmbeddedServer() as server:
-        yield Endpoint(server.base_url, MODEL_ALIAS, "json_object", server.context_window)
+        yield Endpoint(server.base_url, MODEL_ALIAS, "json_object", server.context_window,
+                       continuation="completions", render_chat=chat_renderer(server.model_path))
 
 
 @pytest.fixture

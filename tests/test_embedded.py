@@ -84,3 +84,16 @@ def test_server_stops_on_exit_and_dies_with_a_killed_parent():
     while _alive(child_pid) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not _alive(child_pid), "embedded server outlived a killed longform"
+
+
+def test_continuing_an_assistant_prefix(embedded, store):
+    engine = make_engine(embedded, store)
+    prefix = "The first six prime numbers are 2, 3, 5,"
+    answer, = _ask(engine, ChatRequest(stage="continue", max_tokens=12, temperature=0.0, assistant_prefix=prefix,
+                                       messages=[{"role": "user", "content": "List the first six prime numbers."}]))
+    # What comes back follows the prefix; it does not start a new answer.
+    assert "7" in answer.text and not answer.text.lstrip().startswith("The first")
+    store.flush()
+    [(request,)] = store.query("select request from requests where stage = 'continue'")[1]
+    sent = json.loads(request)
+    assert sent["prompt"].endswith("<|im_start|>assistant\n" + prefix) and "messages" not in sent

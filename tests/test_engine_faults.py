@@ -148,3 +148,15 @@ def test_api_key_never_reaches_the_store(server, store):
     dump = store.query("select * from requests")[1]
     assert "sk-secret-123" not in repr(dump)
     assert "sk-secret-123" not in repr(endpoint)
+
+
+def test_an_assistant_prefix_is_continued_with_vllms_continue_final_message(server, store):
+    engine = make_engine(_endpoint(server), store)
+    [answer] = _run(engine, _req(assistant_prefix="It began"))
+    assert answer.text == "an answer"
+    [body] = server.received
+    assert body["messages"][-1] == {"role": "assistant", "content": "It began"}
+    assert body["continue_final_message"] is True and body["add_generation_prompt"] is False
+    cannot = make_engine(Endpoint(server.base_url, "fault-model", "json_schema", 8192, continuation="none"), store)
+    [refused] = _run(cannot, _req(1, assistant_prefix="It began"))
+    assert isinstance(refused, LongformError) and "cannot continue" in str(refused)

@@ -17,7 +17,7 @@ import hashlib
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Callable
@@ -75,6 +75,9 @@ class Draft:
                 "n_sections": len(self.sections), "plan_source": self.plan_source,
                 "tokens_out": self.tokens_out, "created_at": now()}
 
+    def extra_rows(self) -> dict[str, list[dict]]:
+        return {"sections": self.section_rows()}
+
     def section_rows(self) -> list[dict]:
         return [{"sample_id": self.sample_id, "idx": s.idx, "main_point": s.main_point,
                  "planned_words": s.planned_words, "text": s.text, "words": s.words,
@@ -90,6 +93,11 @@ class WriteFailure:
     reason: str
     detail: str
     key: str | None = None
+    # Rows recorded even though the sample failed (table → rows), e.g. Self-Lengthen's steps.
+    extra: dict = field(default_factory=dict, compare=False)
+
+    def extra_rows(self) -> dict[str, list[dict]]:
+        return self.extra
 
 
 def required_length(prompt: Prompt, default_words: int) -> tuple[int, str]:

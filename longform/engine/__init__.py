@@ -40,6 +40,8 @@ class ChatRequest:
     sample_index: int = 0
     # Identity of the prompt template that built `messages` (name and content hash).
     template: str = ""
+    # The start of the assistant's answer, to be continued: the answer returned is what follows it.
+    assistant_prefix: str | None = None
 
 
 @dataclass(frozen=True)
@@ -135,6 +137,17 @@ class Engine:
             "temperature": req.temperature,
             "top_p": req.top_p,
         }
+        if req.assistant_prefix is not None:
+            mode = self.endpoint.continuation
+            if mode == "completions":
+                body["prompt"] = self.endpoint.render_chat(req.messages) + req.assistant_prefix
+                del body["messages"]
+            elif mode == "continue_final_message":
+                body["messages"] = [*req.messages, {"role": "assistant", "content": req.assistant_prefix}]
+                body["extra_body"] = {"continue_final_message": True, "add_generation_prompt": False}
+            else:
+                raise LongformError(f"{self.endpoint.base_url}: this endpoint cannot continue an assistant"
+                                    " message ([endpoint] continuation = \"none\")")
         if req.seed is not None:
             body["seed"] = req.seed
         if req.json_schema is not None and self.endpoint.dialect != "none":
@@ -156,7 +169,7 @@ class Engine:
             stats.first_sent = started
         response, attempts = await self._send(req, key, body, stats, started)
         choice = response.choices[0] if response.choices else None
-        text = (choice.message.content or "") if choice else ""
+        text = ((choice.text if "prompt" in body else choice.message.content) or "") if choice else ""
         finish = choice.finish_reason if choice else None
         usage = response.usage
         tokens_in = usage.prompt_tokens if usage else 0
@@ -182,7 +195,8 @@ class Engine:
             attempts += 1
             stats.attempts += 1
             try:
-                response = await self._client.chat.completions.create(**body)
+                send = self._client.completions.create if "prompt" in body else self._client.chat.completions.create
+                response = await send(**body)
             except Exception as exc:  # classified below; anything unknown is final
                 await self.limiter.release()
                 kind, error = classify(exc)

@@ -1,0 +1,121 @@
+"""Self-Lengthen: its splitting and keeping rules, noise, and real rounds on the embedded model."""
+
+import asyncio
+import json
+
+import duckdb
+import pytest
+from datasets import load_dataset
+from prefect.testing.utilities import prefect_test_harness
+
+from flows.build import build
+from longform.config import GenerationConfig, SelfLengthenConfig
+from longform.prompts import Prompt
+from writers.self_lengthen import SelfLengthen, keep_two_thirds, noised, split_first_half, training_rows
+
+from conftest import make_engine
+from helpers import tiny_build
+
+
+def test_first_half_and_two_thirds_are_counted_in_paragraphs():
+    five = "\n\n".join(f"P{i}." for i in range(1, 6))
+    assert split_first_half(five) == "P1.\n\nP2.\n\nP3."          # ceil(5 / 2)
+    assert split_first_half("Only one.") == "Only one."
+    assert keep_two_thirds(five) == "P1.\n\nP2.\n\nP3.\n\nP4."    # ceil(5 × 2/3)
+    assert keep_two_thirds("A.\n\nB.") == "A.\n\nB."
+    assert keep_two_thirds("One.") == "One."
+
+
+def test_noise_keeps_about_four_lines_in_five_deterministically():
+    text = "\n".join(f"line {i}" for i in range(1000))
+    kept = noised(text, 0.8, seed=1).splitlines()
+    assert 740 < len(kept) < 860 and kept == noised(text, 0.8, seed=1).splitlines()
+    assert kept != noised(text, 0.8, seed=2).splitlines()
+    assert all(line in text.splitlines() for line in kept)
+    data = training_rows([("Write.", "a\nb\nc", "a longer answer")], keep=0.8, seed=0)
+    assert data.generator[0]["messages"] == [{"role": "user", "content": "Write."},
+                                             {"role": "assistant", "content": "a longer answer"}]
+    assert "Write." in data.extender[0]["messages"][0]["content"]
+
+
+def test_one_real_extension_round(embedded, store):
+    engine = make_engine(embedded, store, concurrency=1)
+    cfg = SelfLengthenConfig(rounds=1, min_growth=1.0, generator_max_tokens=60, round_max_tokens=90,
+                             required_filters=[])
+    writer = SelfLengthen(engine, cfg, GenerationConfig(), seed=0)
+    prompt = Prompt("p", "Write three short paragraphs about autumn in a small town.", 80, {})
+
+    async def go():
+        try:
+            await engine.check()
+            return await writer.write(prompt, 0)
+        finally:
+            await engine.close()
+
+    result = asyncio.run(go())
+    steps = result.extra_rows()["lengthen_steps"]
+    roles = [s["role"] for s in steps]
+    assert roles[0] == "generator" and roles[-1] == "extender"
+    ext = steps[-1]
+    parent = next(s for s in steps if s["step_id"] == ext["parent_step_id"])
+    assert ext["words_before"] == parent["words_after"]
+    assert ext["accepted"] == (ext["words_after"] > ext["words_before"])
+    store.flush()
+    sent = [json.loads(r[0]) for r in store.query("select request from requests where stage = 'sl_extend_1'")[1]]
+    # The extender continued its own enriched text: a completions request ending in that prefix.
+    assert len(sent) == 1 and "prompt" in sent[0]
+    prefix = sent[0]["prompt"].split("<|im_start|>assistant\n")[-1]
+    assert prefix.strip() and ext["text"].startswith(prefix.strip())
+
+
+@pytest.fixture(scope="module")
+def prefect():
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def _rows(db, sql):
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def test_a_self_lengthen_build_stores_lineage_and_reruns_from_cache(prefect, tmp_path):
+    config = tiny_build(tmp_path, name="sl")
+    config.write_text(config.read_text().replace("[agentwrite]", """[writers]
+enabled = ["self_lengthen"]
+
+[self_lengthen]
+rounds = 2
+min_growth = 1.0
+generator_max_tokens = 60
+round_max_tokens = 90
+required_filters = []
+
+[agentwrite]"""))
+    db = tmp_path / "corpus.duckdb"
+    summary = asyncio.run(build(config=str(config)))
+    steps = _rows(db, "select sample_id, role, round, accepted, words_before, words_after, parent_step_id, verdicts"
+                      " from lengthen_steps order by sample_id, round, role")
+    assert {r[1] for r in steps} >= {"generator", "extender"}
+    assert all(json.loads(r[7]).keys() == {"ends_with_punctuation", "repeated_ngram", "meta_words"} for r in steps)
+    for sample_id, role, round_, accepted, before, after, parent, _ in steps:
+        if role == "extender":
+            assert parent is not None and accepted == (after > before)
+    kept = _rows(db, "select sample_id from samples where writer = 'self_lengthen'")
+    failed = _rows(db, "select reason from failures")
+    assert len(kept) + len(failed) == 2
+    # Documented in the README: growth per round.
+    growth = _rows(db, """select round, role, count(*) filter (where accepted) as accepted, count(*) as tried,
+                          round(avg(words_after - words_before), 1) as growth
+                          from lengthen_steps group by all order by round""")
+    assert growth and growth[0][0] == 0
+    if kept:
+        data = load_dataset("parquet", data_files=str(tmp_path / "out" / "sl" / "self_lengthen" / "iter_1"
+                                                      / "generator.parquet"))["train"]
+        assert len(data) == len(kept)
+
+    again = asyncio.run(build(config=str(config)))
+    assert again["requests_sent"] == 0 and summary["requests_sent"] > 0
