@@ -15,7 +15,8 @@ def test_demo_config_is_valid():
     settings = load_settings(ROOT / "configs" / "demo.toml")
     assert settings.endpoint.kind == "embedded"
     assert settings.endpoint.dialect == "json_object"
-    assert len(load_prompts(ROOT / settings.build.prompts)) == 6
+    assert len(load_prompts(ROOT / settings.build.prompts)) == 3
+    assert settings.judges.rubric and settings.judges.pairwise and settings.gateau.enabled
 
 
 def _write(tmp_path: Path, name: str, text: str | bytes) -> Path:

@@ -40,7 +40,7 @@ def test_noise_keeps_about_four_lines_in_five_deterministically():
 
 def test_one_real_extension_round(embedded, store):
     engine = make_engine(embedded, store, concurrency=1)
-    cfg = SelfLengthenConfig(rounds=1, min_growth=1.0, generator_max_tokens=60, round_max_tokens=90,
+    cfg = SelfLengthenConfig(rounds=1, min_growth=1.0, generator_max_tokens=60, round_max_tokens=200,
                              required_filters=[])
     writer = SelfLengthen(engine, cfg, GenerationConfig(), seed=0)
     prompt = Prompt("p", "Write three short paragraphs about autumn in a small town.", 80, {})
@@ -91,7 +91,7 @@ enabled = ["self_lengthen"]
 rounds = 2
 min_growth = 1.0
 generator_max_tokens = 60
-round_max_tokens = 90
+round_max_tokens = 400
 required_filters = []
 
 [agentwrite]"""))
@@ -104,6 +104,8 @@ required_filters = []
     for sample_id, role, round_, accepted, before, after, parent, _ in steps:
         if role == "extender":
             assert parent is not None and accepted == (after > before)
+    # At least one extension round made an answer longer than the one it extended.
+    assert any(role == "extender" and accepted and after > before for _, role, _, accepted, before, after, *_ in steps)
     kept = _rows(db, "select sample_id from samples where writer = 'self_lengthen'")
     failed = _rows(db, "select reason from failures")
     assert len(kept) + len(failed) == 2

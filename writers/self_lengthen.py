@@ -187,8 +187,10 @@ class SelfLengthen:
             self._t["enrich"], enrich_budget)
         kept = keep_two_thirds(enriched.text)
         body = self._t["continue"].render(instruction=prompt.instruction, reference=quote("PREVIOUS ANSWER", current.text))
+        # Enough to cover the rest of the outline and then some: aim at 1.5× the current answer.
+        rest_budget = int(max(WORDS(current.text) * 1.5 - WORDS(kept), 50) * self._cfg.tokens_per_word) + 64
         rest = await self._ask(f"sl_extend_{round_}", sample_index, body, self._t["continue"],
-                               self._cfg.round_max_tokens, prefix=kept + "\n\n")
+                               min(self._cfg.round_max_tokens, rest_budget), prefix=kept + "\n\n")
         text = kept + "\n\n" + rest.text.lstrip()
         return (self._candidate(sample_id, current, round_, "extender", text, rest.finish_reason),
                 enriched.tokens_out + rest.tokens_out)
