@@ -8,6 +8,9 @@ import hashlib
 from dataclasses import dataclass
 
 from judges.length import WORDS
+from longform.config import JudgesConfig
+from longform.engine import ChatRequest, Completion, Engine, RequestFailed
+from longform.templates import PromptTemplate
 
 
 @dataclass(frozen=True)
@@ -49,3 +52,18 @@ def clip(candidate: Candidate, max_tokens: int) -> str:
     tail = budget_chars - head
     omitted = WORDS(text[head:len(text) - tail])
     return f"{text[:head]}\n\n[… {omitted} words omitted …]\n\n{text[len(text) - tail:]}"
+
+
+async def ask_judge(engine: Engine, cfg: JudgesConfig, stage: str, content: str, schema: dict,
+                    template: PromptTemplate) -> Completion | RequestFailed:
+    """The judge's answer, or the failure that is stored in its place."""
+    try:
+        return await engine.complete(ChatRequest(
+            stage=stage, messages=[{"role": "user", "content": content}], max_tokens=cfg.max_tokens,
+            temperature=cfg.temperature, json_schema=schema, template=template.identity))
+    except RequestFailed as e:
+        return e
+
+
+def failed(row: dict, error: RequestFailed) -> dict:
+    return {**row, "parse_status": "failed", "raw": f"{error.reason}: {error.detail}", "key": error.key}

@@ -13,10 +13,10 @@ import json
 import re
 from pathlib import Path
 
-from judges.material import Candidate, clip, quote
+from judges.material import Candidate, ask_judge, clip, failed, quote
 from longform import templates
 from longform.config import JudgesConfig
-from longform.engine import ChatRequest, Engine, RequestFailed
+from longform.engine import Engine, RequestFailed
 from longform.store import now
 
 SCHEMA = {
@@ -75,12 +75,8 @@ class PairwiseJudge:
         row = {"judgment_id": self.judgment_id(first, second), "run_id": run_id, "kind": self.kind,
                "judge_model": self._engine.model, "prompt_id": first.prompt_id,
                "sample_id": first.sample_id, "other_sample_id": second.sample_id, "created_at": now()}
-        try:
-            answer = await self._engine.complete(ChatRequest(
-                stage="judge_pairwise", messages=[{"role": "user", "content": content}],
-                max_tokens=self._cfg.max_tokens, temperature=self._cfg.temperature, json_schema=SCHEMA,
-                template=self._template.identity))
-        except RequestFailed as e:
-            return {**row, "parse_status": "failed", "raw": f"{e.reason}: {e.detail}", "key": e.key}
+        answer = await ask_judge(self._engine, self._cfg, "judge_pairwise", content, SCHEMA, self._template)
+        if isinstance(answer, RequestFailed):
+            return failed(row, answer)
         winner, status = parse(answer.text)
         return {**row, "winner": winner, "parse_status": status, "raw": answer.text, "key": answer.key}

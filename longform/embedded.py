@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 from collections import deque
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -43,18 +44,46 @@ def gguf_path() -> Path:
 
 
 def chat_renderer(model_path: Path):
-    """The model's own chat template (from the GGUF), rendering messages up to the assistant's turn."""
+    """The model's own chat template (from the GGUF), rendering messages up to the assistant's turn.
+
+    Loaded on first use (only continuations need it), with llama.cpp's C-level log lines kept off
+    the terminal.
+    """
+    formatter = None
+
+    def render(messages: list[dict]) -> str:
+        nonlocal formatter
+        if formatter is None:
+            formatter = _load_formatter(model_path)
+        return formatter(messages=messages).prompt
+
+    return render
+
+
+def _load_formatter(model_path: Path):
     from llama_cpp import Llama
     from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-    vocab = Llama(model_path=str(model_path), vocab_only=True, verbose=False)
+    with _quiet_stderr():
+        vocab = Llama(model_path=str(model_path), vocab_only=True, verbose=False)
     template = vocab.metadata.get("tokenizer.chat_template")
     if not template:
         raise LongformError(f"{model_path}: the GGUF file has no chat template")
     eos = vocab._model.token_get_text(vocab.token_eos())
     bos = vocab._model.token_get_text(vocab.token_bos())
-    formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos, add_generation_prompt=True)
-    return lambda messages: formatter(messages=messages).prompt
+    return Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos, add_generation_prompt=True)
+
+
+@contextmanager
+def _quiet_stderr():
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _free_port() -> int:

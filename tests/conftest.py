@@ -3,6 +3,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from prefect.settings import PREFECT_API_URL
+from prefect.testing.utilities import prefect_test_harness
 
 from longform.endpoint import Endpoint
 from longform.engine import Engine
@@ -20,6 +22,14 @@ def embedded() -> Endpoint:
     with EmbeddedServer() as server:
         yield Endpoint(server.base_url, MODEL_ALIAS, "json_object", server.context_window,
                        continuation="completions", render_chat=chat_renderer(server.model_path))
+
+
+@pytest.fixture(scope="module")
+def prefect() -> str:
+    """One Prefect backend (Prefect's test harness) per test module; subprocess builds reach it
+    through the API URL it yields."""
+    with prefect_test_harness(server_startup_timeout=120):
+        yield PREFECT_API_URL.value()
 
 
 @pytest.fixture

@@ -3,6 +3,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import duckdb
+
 TINY_CONFIG = """
 [build]
 name = "{name}"
@@ -68,3 +70,12 @@ def longform(*args: str, cwd: Path, env: dict | None = None, **popen) -> subproc
     streams = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **popen}
     return subprocess.Popen([sys.executable, "-m", "longform.cli", *args], cwd=cwd, env=full_env, text=True,
                             **streams)
+
+
+def rows(db: Path, sql: str) -> list[tuple]:
+    """Read a test's database the way a user would: another connection, read-only."""
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()

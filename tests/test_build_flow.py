@@ -2,29 +2,15 @@
 
 import asyncio
 
-import duckdb
 import pytest
 from datasets import load_dataset
-from prefect.testing.utilities import prefect_test_harness
 
 from flows.build import build
 from longform.errors import LongformError
 
-from helpers import tiny_build
+from helpers import rows, tiny_build
 
 
-@pytest.fixture(scope="module")
-def prefect():
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
-
-
-def _rows(db, sql):
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 def test_build_stores_everything_and_a_rerun_sends_nothing(prefect, tmp_path):
@@ -33,29 +19,29 @@ def test_build_stores_everything_and_a_rerun_sends_nothing(prefect, tmp_path):
     summary = asyncio.run(build(config=str(config)))
 
     # Every prompt ends as a sample or a failure row with a reason.
-    [(samples,)] = _rows(db, "select count(*) from samples")
-    [(failures,)] = _rows(db, "select count(*) from failures")
+    [(samples,)] = rows(db, "select count(*) from samples")
+    [(failures,)] = rows(db, "select count(*) from failures")
     assert samples >= 1 and samples + failures == 2
     assert summary["samples"] == samples and summary["new_samples"] == samples
     assert summary["requests_sent"] > 0 and summary["cache_hits"] == 0
 
-    [(run_id, status, flow_run_id, config_json)] = _rows(
+    [(run_id, status, flow_run_id, config_json)] = rows(
         db, "select run_id, status, prefect_flow_run_id, config from runs")
     assert status == "finished" and flow_run_id and run_id == summary["run_id"]
     assert '"kind":"embedded"' in config_json.replace(" ", "")
 
-    zh = _rows(db, "select required_words, required_source, length_counter from samples where prompt_id = 'zh'")
+    zh = rows(db, "select required_words, required_source, length_counter from samples where prompt_id = 'zh'")
     assert zh in ([], [(50, "instruction", "lbw_words")])
-    for sample_id, score, required in _rows(db, "select sample_id, length_score, required_words from samples"):
-        sections = _rows(db, f"select idx, words, planned_words from sections where sample_id = '{sample_id}' order by idx")
+    for sample_id, score, required in rows(db, "select sample_id, length_score, required_words from samples"):
+        sections = rows(db, f"select idx, words, planned_words from sections where sample_id = '{sample_id}' order by idx")
         assert [s[0] for s in sections] == list(range(len(sections)))
         assert sum(s[2] for s in sections) == required
         assert 0 <= score <= 100
-    [(sent,)] = _rows(db, "select count(*) from requests where error is null")
+    [(sent,)] = rows(db, "select count(*) from requests where error is null")
     assert sent == summary["requests_sent"]
 
     # Every sample gets a selection decision with its reason; the export holds the selected ones.
-    decisions = _rows(db, "select sample_id, selected, reason from selections where purpose = 'sft'")
+    decisions = rows(db, "select sample_id, selected, reason from selections where purpose = 'sft'")
     assert len(decisions) == samples and all(reason for _, _, reason in decisions)
     selected = {s for s, chosen, _ in decisions if chosen}
     sft_dir = tmp_path / "out" / "tiny" / "sft"
@@ -72,15 +58,15 @@ def test_build_stores_everything_and_a_rerun_sends_nothing(prefect, tmp_path):
     again = asyncio.run(build(config=str(config)))
     assert again["requests_sent"] == 0 and again["cache_hits"] == summary["requests_sent"]
     assert again["samples"] == samples and again["new_samples"] == 0
-    assert _rows(db, "select count(*) from samples") == [(samples,)]
-    assert _rows(db, "select count(*) from runs where status = 'finished'") == [(2,)]
+    assert rows(db, "select count(*) from samples") == [(samples,)]
+    assert rows(db, "select count(*) from runs where status = 'finished'") == [(2,)]
 
     # A known prompt id with new text is refused rather than paired with old samples on export.
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text(prompts.read_text().replace("a rainy morning", "a sunny evening"))
     with pytest.raises(LongformError, match="prompt id 'en' is already in .* with a different instruction"):
         asyncio.run(build(config=str(config)))
-    assert _rows(db, "select count(*) from samples") == [(samples,)]
+    assert rows(db, "select count(*) from samples") == [(samples,)]
 
 
 def test_judged_build_stores_verdicts_fits_and_decisions(prefect, tmp_path):
@@ -91,13 +77,13 @@ def test_judged_build_stores_verdicts_fits_and_decisions(prefect, tmp_path):
     db = tmp_path / "corpus.duckdb"
     summary = asyncio.run(build(config=str(config)))
 
-    samples = {r[0]: r[1] for r in _rows(db, "select sample_id, prompt_id from samples")}
-    rubric = _rows(db, "select sample_id, parse_status, quality, raw from judgments where kind = 'rubric'")
+    samples = {r[0]: r[1] for r in rows(db, "select sample_id, prompt_id from samples")}
+    rubric = rows(db, "select sample_id, parse_status, quality, raw from judgments where kind = 'rubric'")
     assert {r[0] for r in rubric} == set(samples)            # each sample judged once
     for _, status, quality, raw in rubric:
         assert raw and status in ("json", "lenient", "unparsable", "failed")
         assert (quality is None) == (status in ("unparsable", "failed"))
-    pairs = _rows(db, "select prompt_id, sample_id, other_sample_id from judgments where kind = 'pairwise'")
+    pairs = rows(db, "select prompt_id, sample_id, other_sample_id from judgments where kind = 'pairwise'")
     by_prompt = {}
     for sample_id, prompt_id in samples.items():
         by_prompt.setdefault(prompt_id, []).append(sample_id)
@@ -105,24 +91,24 @@ def test_judged_build_stores_verdicts_fits_and_decisions(prefect, tmp_path):
     assert len(pairs) == expected
     assert {(a, b) for _, a, b in pairs} == {(b, a) for _, a, b in pairs}
 
-    fits = _rows(db, "select kind, status, reason, phi, ci_low, ci_high from length_fits")
+    fits = rows(db, "select kind, status, reason, phi, ci_low, ci_high from length_fits")
     assert {f[0] for f in fits} == {"rubric", "pairwise"} if expected else {"rubric"}
     for kind, status, reason, phi, lo, hi in fits:
         assert (status == "fitted" and lo <= phi <= hi) or (status == "not_identified" and reason)
-    decisions = _rows(db, "select purpose, prompt_id, selected, reason from selections")
+    decisions = rows(db, "select purpose, prompt_id, selected, reason from selections")
     assert sum(d[0] == "sft" for d in decisions) == len(samples)
     assert {d[1] for d in decisions if d[0] == "dpo"} == set(by_prompt)
     assert all(d[3] for d in decisions)
     assert summary["scoring"]["sft_selected"] == sum(d[2] for d in decisions if d[0] == "sft")
 
     # GATEAU ranks what the SFT policy kept, and the export takes its top half.
-    kept = {r[0] for r in _rows(db, f"select sample_id from selections where run_id = '{summary['run_id']}'"
+    kept = {r[0] for r in rows(db, f"select sample_id from selections where run_id = '{summary['run_id']}'"
                                     " and purpose = 'sft' and selected")}
-    ranked = _rows(db, f"select sample_id, selected from selections where run_id = '{summary['run_id']}'"
+    ranked = rows(db, f"select sample_id, selected from selections where run_id = '{summary['run_id']}'"
                        " and purpose = 'gateau'")
     assert {r[0] for r in ranked} == kept
     assert sum(r[1] for r in ranked) == -(-len(kept) // 2)
-    metrics = _rows(db, f"select metric, count(*) from scores where run_id = '{summary['run_id']}'"
+    metrics = rows(db, f"select metric, count(*) from scores where run_id = '{summary['run_id']}'"
                         " and metric like 'gateau%' group by all order by all")
     assert metrics == [(m, len(kept)) for m in sorted(["gateau_cam", "gateau_hmg", "gateau_hmg_raw",
                                                          "gateau_rank", "gateau_score"])]

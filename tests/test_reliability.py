@@ -6,35 +6,19 @@ import signal
 import time
 from pathlib import Path
 
-import duckdb
 import pytest
-from prefect.settings import PREFECT_API_URL
-from prefect.testing.utilities import prefect_test_harness
 
 from flows.build import build
 from longform.errors import LongformError
 
 from fault_server import FaultServer, hang, model, ok, reset, status
-from helpers import longform, remote_build
+from helpers import longform, remote_build, rows
 
 
-@pytest.fixture(scope="module")
-def prefect_api():
-    """One Prefect backend for the module; subprocess builds reach it through PREFECT_API_URL."""
-    with prefect_test_harness(server_startup_timeout=120):
-        yield PREFECT_API_URL.value()
-
-
-def _rows(db: Path, sql: str) -> list[tuple]:
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 def _corpus(db: Path) -> set[tuple]:
-    return set(_rows(db, "select s.sample_id, s.text, count(c.idx) from samples s join sections c using (sample_id)"
+    return set(rows(db, "select s.sample_id, s.text, count(c.idx) from samples s join sections c using (sample_id)"
                          " group by all"))
 
 
@@ -45,8 +29,8 @@ def _wait_for(predicate, timeout: float = 120.0) -> None:
         time.sleep(0.01)
 
 
-def test_kill_9_at_any_moment_then_resume_exactly(tmp_path, prefect_api):
-    env = {"PREFECT_API_URL": prefect_api}
+def test_kill_9_at_any_moment_then_resume_exactly(tmp_path, prefect):
+    env = {"PREFECT_API_URL": prefect}
     concurrency, n_prompts = 4, 16
     with FaultServer(realistic=True, delay_s=0.1) as server:
         clean_cfg = remote_build(tmp_path, server.base_url, n_prompts, name="clean", db_name="clean.duckdb",
@@ -66,7 +50,7 @@ def test_kill_9_at_any_moment_then_resume_exactly(tmp_path, prefect_api):
             _wait_for(lambda: len(server.received) - start >= k or proc.poll() is not None)
             proc.send_signal(signal.SIGKILL)
             proc.wait()
-            assert _rows(db, "select count(*) from runs where status = 'running'") == [(1,)]
+            assert rows(db, "select count(*) from runs where status = 'running'") == [(1,)]
         final = longform("build", "--config", str(cfg), cwd=tmp_path, env=env)
         out, err = final.communicate(timeout=300)
         assert final.returncode == 0, err
@@ -76,13 +60,13 @@ def test_kill_9_at_any_moment_then_resume_exactly(tmp_path, prefect_api):
     # Only what was in flight at each kill may be sent twice: everything answered was kept.
     assert resent <= len(kills) * concurrency, resent
     assert _corpus(db) == _corpus(tmp_path / "clean.duckdb")
-    assert _rows(db, "select count(*) = count(distinct key) from requests where error is null") == [(True,)]
-    statuses = _rows(db, "select status, count(*) from runs group by status order by status")
+    assert rows(db, "select count(*) = count(distinct key) from requests where error is null") == [(True,)]
+    statuses = rows(db, "select status, count(*) from runs group by status order by status")
     assert statuses == [("finished", 1), ("interrupted", len(kills))]
 
 
-def test_first_ctrl_c_stops_sending_and_keeps_answers_in_flight(tmp_path, prefect_api):
-    env = {"PREFECT_API_URL": prefect_api}
+def test_first_ctrl_c_stops_sending_and_keeps_answers_in_flight(tmp_path, prefect):
+    env = {"PREFECT_API_URL": prefect}
     with FaultServer(realistic=True, delay_s=0.5) as server:
         cfg = remote_build(tmp_path, server.base_url, 10, endpoint_extra="concurrency = 2")
         proc = longform("build", "--config", str(cfg), cwd=tmp_path, env=env)
@@ -98,18 +82,18 @@ def test_first_ctrl_c_stops_sending_and_keeps_answers_in_flight(tmp_path, prefec
         assert "stopping: waiting for requests in flight" in err
         assert [line for line in err.splitlines() if line.startswith("interrupted:")]
         assert "Traceback" not in err
-        assert _rows(db, "select status from runs") == [("interrupted",)]
+        assert rows(db, "select status from runs") == [("interrupted",)]
         # Every request the server received was answered and stored: nothing in flight was lost.
-        assert _rows(db, "select count(*) from requests where error is null") == [(sent_when_stopped,)]
+        assert rows(db, "select count(*) from requests where error is null") == [(sent_when_stopped,)]
         assert sent_when_stopped < 4 * 10
 
         again = longform("build", "--config", str(cfg), cwd=tmp_path, env=env)
         assert again.wait(timeout=300) == 0
         assert len(server.received) == 4 * 10  # the rerun sent only what was never answered
-    assert _rows(db, "select count(*) from samples") == [(10,)]
+    assert rows(db, "select count(*) from samples") == [(10,)]
 
 
-def test_faulty_server_every_prompt_ends_as_sample_or_failure(tmp_path, prefect_api):
+def test_faulty_server_every_prompt_ends_as_sample_or_failure(tmp_path, prefect):
     # One sample at a time makes arrivals strictly ordered, so each fault hits a known request.
     script = [
         status(500), status(503), model(),          # p000 plan: two 5xx, then answered
@@ -131,16 +115,16 @@ def test_faulty_server_every_prompt_ends_as_sample_or_failure(tmp_path, prefect_
 
     db = tmp_path / "corpus.duckdb"
     assert received == len(script)  # every retry accounted for: no storm, nothing skipped
-    assert sorted(_rows(db, "select prompt_id, stage, reason from failures")) == [
+    assert sorted(rows(db, "select prompt_id, stage, reason from failures")) == [
         ("p001", "plan", "unparsable_plan"), ("p002", "write", "empty_content"),
         ("p003", "plan", "http_400"), ("p004", "plan", "http_502")]
-    assert sorted(_rows(db, "select prompt_id from samples")) == [("p000",), ("p005",)]
+    assert sorted(rows(db, "select prompt_id from samples")) == [("p000",), ("p005",)]
     assert summary["lowest_concurrency"] == 1 and summary["http_attempts"] == received
     assert summary["request_errors"] == {"empty_content": 1, "http_400": 1, "http_502": 1}
-    assert _rows(db, "select status from runs") == [("finished",)]
+    assert rows(db, "select status from runs") == [("finished",)]
 
 
-def test_a_broken_endpoint_stops_the_build_early(tmp_path, prefect_api):
+def test_a_broken_endpoint_stops_the_build_early(tmp_path, prefect):
     with FaultServer(realistic=True) as server:
         server.push(*[status(404)] * 1000)
         cfg = remote_build(tmp_path, server.base_url, 200, endpoint_extra="concurrency = 4")
@@ -149,15 +133,15 @@ def test_a_broken_endpoint_stops_the_build_early(tmp_path, prefect_api):
         received = len(server.received)
     assert received <= 20 + 4
     db = tmp_path / "corpus.duckdb"
-    assert _rows(db, "select status from runs") == [("failed",)]
+    assert rows(db, "select status from runs") == [("failed",)]
 
 
-def test_a_planted_api_key_is_never_written(tmp_path, prefect_api):
+def test_a_planted_api_key_is_never_written(tmp_path, prefect):
     key = "sk-planted-4f1c9e7b2d"
     with FaultServer(realistic=True) as server:
         cfg = remote_build(tmp_path, server.base_url, 3, endpoint_extra='api_key_env = "LF_TEST_KEY"')
         proc = longform("--debug", "build", "--config", str(cfg), cwd=tmp_path,
-                        env={"PREFECT_API_URL": prefect_api, "LF_TEST_KEY": key})
+                        env={"PREFECT_API_URL": prefect, "LF_TEST_KEY": key})
         out, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err
         assert server.authorization and all(a == f"Bearer {key}" for a in server.authorization)
@@ -169,8 +153,8 @@ def test_a_planted_api_key_is_never_written(tmp_path, prefect_api):
         assert key.encode() not in path.read_bytes(), path
     db = tmp_path / "corpus.duckdb"
     for table in ("runs", "prompts", "requests", "samples", "sections", "failures"):
-        assert key not in repr(_rows(db, f"select * from {table}")), table
-    assert "LF_TEST_KEY" in _rows(db, "select config from runs")[0][0]
+        assert key not in repr(rows(db, f"select * from {table}")), table
+    assert "LF_TEST_KEY" in rows(db, "select config from runs")[0][0]
 
 
 def _children(pid: int) -> list[int]:
@@ -181,11 +165,11 @@ def _children(pid: int) -> list[int]:
         return []
 
 
-def test_ctrl_c_stops_the_embedded_server(tmp_path, prefect_api):
+def test_ctrl_c_stops_the_embedded_server(tmp_path, prefect):
     from helpers import tiny_build
 
     config = tiny_build(tmp_path)
-    proc = longform("build", "--config", str(config), cwd=tmp_path, env={"PREFECT_API_URL": prefect_api})
+    proc = longform("build", "--config", str(config), cwd=tmp_path, env={"PREFECT_API_URL": prefect})
     server_pids: list[int] = []
 
     def serving() -> bool:
@@ -199,11 +183,11 @@ def test_ctrl_c_stops_the_embedded_server(tmp_path, prefect_api):
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert server_pids and not any(os.path.exists(f"/proc/{pid}") for pid in server_pids)
-    assert _rows(tmp_path / "corpus.duckdb", "select status from runs") == [("interrupted",)]
+    assert rows(tmp_path / "corpus.duckdb", "select status from runs") == [("interrupted",)]
 
 
-def test_query_and_status_answer_while_a_build_runs(tmp_path, prefect_api):
-    env = {"PREFECT_API_URL": prefect_api}
+def test_query_and_status_answer_while_a_build_runs(tmp_path, prefect):
+    env = {"PREFECT_API_URL": prefect}
     db = tmp_path / "corpus.duckdb"
     with FaultServer(realistic=True, delay_s=0.4) as server:
         cfg = remote_build(tmp_path, server.base_url, 10, endpoint_extra="concurrency = 2")
@@ -225,11 +209,11 @@ def test_query_and_status_answer_while_a_build_runs(tmp_path, prefect_api):
     final = longform("status", "--db", str(db), cwd=tmp_path, env=env)
     out, _ = final.communicate(timeout=60)
     assert "finished" in out and "write" in out
-    [(plan_requests,)] = _rows(db, "select requests from run_stats where stage = 'plan'")
+    [(plan_requests,)] = rows(db, "select requests from run_stats where stage = 'plan'")
     assert plan_requests == 10
 
 
-def test_until_accepted_stops_at_exactly_n_and_resumes_for_free(tmp_path, prefect_api):
+def test_until_accepted_stops_at_exactly_n_and_resumes_for_free(tmp_path, prefect):
     # Targets alternate 90 and 30 words; the stand-in model writes ~180 and ~96, so S_l is 66.7 for
     # even prompts and 26.7 for odd ones, and a floor of 60 accepts exactly the even ones.
     prompts = tmp_path / "prompts.jsonl"
@@ -246,25 +230,25 @@ def test_until_accepted_stops_at_exactly_n_and_resumes_for_free(tmp_path, prefec
 
     db = tmp_path / "corpus.duckdb"
     assert summary["accepted"] == 4 and again["accepted"] == 4
-    kept = _rows(db, "select prompt_id from samples where length_score >= 60 order by prompt_id")
+    kept = rows(db, "select prompt_id from samples where length_score >= 60 order by prompt_id")
     assert kept == [("p000",), ("p002",), ("p004",), ("p006",)]  # no accepted sample beyond N
-    [(written,)] = _rows(db, "select count(*) from samples")
+    [(written,)] = rows(db, "select count(*) from samples")
     assert written == summary["candidates"] <= 12
-    data = _rows(db, "select count(*) from samples where length_score < 60")
+    data = rows(db, "select count(*) from samples where length_score < 60")
     assert data == [(written - 4,)]
     import pyarrow.parquet as pq
     exported = sum(pq.read_table(p).num_rows for p in (tmp_path / "out" / "remote" / "sft").glob("*.parquet"))
     assert exported == 4
 
 
-def test_status_estimates_cost_from_configured_prices(tmp_path, prefect_api):
+def test_status_estimates_cost_from_configured_prices(tmp_path, prefect):
     with FaultServer(realistic=True) as server:
         cfg = remote_build(tmp_path, server.base_url, 2,
                            endpoint_extra="price_in_per_mtok = 1000000\nprice_out_per_mtok = 0")
         asyncio.run(build(config=str(cfg)))
     db = tmp_path / "corpus.duckdb"
-    [(tokens_in,)] = _rows(db, "select sum(tokens_in) from run_stats")
-    status = longform("status", "--db", str(db), cwd=tmp_path, env={"PREFECT_API_URL": prefect_api})
+    [(tokens_in,)] = rows(db, "select sum(tokens_in) from run_stats")
+    status = longform("status", "--db", str(db), cwd=tmp_path, env={"PREFECT_API_URL": prefect})
     out, err = status.communicate(timeout=60)
     assert status.returncode == 0, err
     assert f"estimated cost: {tokens_in:,.4f}" in out

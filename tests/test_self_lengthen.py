@@ -3,10 +3,7 @@
 import asyncio
 import json
 
-import duckdb
-import pytest
 from datasets import load_dataset
-from prefect.testing.utilities import prefect_test_harness
 
 from flows.build import build
 from longform.config import GenerationConfig, SelfLengthenConfig
@@ -14,7 +11,7 @@ from longform.prompts import Prompt
 from writers.self_lengthen import SelfLengthen, keep_two_thirds, noised, split_first_half, training_rows
 
 from conftest import make_engine
-from helpers import tiny_build
+from helpers import rows, tiny_build
 
 
 def test_first_half_and_two_thirds_are_counted_in_paragraphs():
@@ -53,7 +50,7 @@ def test_one_real_extension_round(embedded, store):
             await engine.close()
 
     result = asyncio.run(go())
-    steps = result.extra_rows()["lengthen_steps"]
+    steps = result.extrarows()["lengthen_steps"]
     roles = [s["role"] for s in steps]
     assert roles[0] == "generator" and roles[-1] == "extender"
     ext = steps[-1]
@@ -68,18 +65,6 @@ def test_one_real_extension_round(embedded, store):
     assert prefix.strip() and ext["text"].startswith(prefix.strip())
 
 
-@pytest.fixture(scope="module")
-def prefect():
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
-
-
-def _rows(db, sql):
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 def test_a_self_lengthen_build_stores_lineage_and_reruns_from_cache(prefect, tmp_path):
@@ -97,7 +82,7 @@ required_filters = []
 [agentwrite]"""))
     db = tmp_path / "corpus.duckdb"
     summary = asyncio.run(build(config=str(config)))
-    steps = _rows(db, "select sample_id, role, round, accepted, words_before, words_after, parent_step_id, verdicts"
+    steps = rows(db, "select sample_id, role, round, accepted, words_before, words_after, parent_step_id, verdicts"
                       " from lengthen_steps order by sample_id, round, role")
     assert {r[1] for r in steps} >= {"generator", "extender"}
     assert all(json.loads(r[7]).keys() == {"ends_with_punctuation", "repeated_ngram", "meta_words"} for r in steps)
@@ -106,11 +91,11 @@ required_filters = []
             assert parent is not None and accepted == (after > before)
     # At least one extension round made an answer longer than the one it extended.
     assert any(role == "extender" and accepted and after > before for _, role, _, accepted, before, after, *_ in steps)
-    kept = _rows(db, "select sample_id from samples where writer = 'self_lengthen'")
-    failed = _rows(db, "select reason from failures")
+    kept = rows(db, "select sample_id from samples where writer = 'self_lengthen'")
+    failed = rows(db, "select reason from failures")
     assert len(kept) + len(failed) == 2
     # Documented in the README: growth per round.
-    growth = _rows(db, """select round, role, count(*) filter (where accepted) as accepted, count(*) as tried,
+    growth = rows(db, """select round, role, count(*) filter (where accepted) as accepted, count(*) as tried,
                           round(avg(words_after - words_before), 1) as growth
                           from lengthen_steps group by all order by round""")
     assert growth and growth[0][0] == 0

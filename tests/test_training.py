@@ -3,22 +3,13 @@
 import asyncio
 import json
 
-import duckdb
 import pytest
 from datasets import load_dataset
-from prefect.testing.utilities import prefect_test_harness
 
 from flows.build import build
 
-from helpers import longform, tiny_build
+from helpers import longform, rows, tiny_build
 
-
-def _rows(db, sql):
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 def _run(*args, cwd):
@@ -28,7 +19,7 @@ def _run(*args, cwd):
 
 
 @pytest.fixture(scope="module")
-def judged(tmp_path_factory):
+def judged(prefect, tmp_path_factory):
     """A judged build with two candidates per prompt, selecting generously so both datasets have rows."""
     tmp = tmp_path_factory.mktemp("judged")
     config = tiny_build(tmp, name="judged")
@@ -54,8 +45,7 @@ max_length = 256
 [train.dpo]
 max_length = 256
 """)
-    with prefect_test_harness(server_startup_timeout=120):
-        summary = asyncio.run(build(config=str(config)))
+    summary = asyncio.run(build(config=str(config)))
     return tmp, config, summary
 
 
@@ -67,8 +57,8 @@ def test_export_train_and_eval_length(judged):
     code, stdout, err = _run("export", "--db", str(db), "--name", "mine", "--out-dir", str(out), "--test-ratio", "0",
                              cwd=tmp)
     assert code == 0, err
-    [(sft_selected,)] = _rows(db, "select count(*) from selections where purpose = 'sft' and selected")
-    [(pairs,)] = _rows(db, "select count(*) from selections where purpose = 'dpo' and selected")
+    [(sft_selected,)] = rows(db, "select count(*) from selections where purpose = 'sft' and selected")
+    [(pairs,)] = rows(db, "select count(*) from selections where purpose = 'dpo' and selected")
     assert sft_selected > 0 and pairs > 0
     sft = load_dataset("parquet", data_dir=str(out / "mine" / "sft"))["train"]
     dpo = load_dataset("parquet", data_dir=str(out / "mine" / "dpo"))["train"]
@@ -91,7 +81,7 @@ def test_export_train_and_eval_length(judged):
                                  cwd=tmp)
         assert code == 0, err[-3000:]
         assert (tmp / f"model-{kind}" / "model.safetensors").exists()
-    runs = _rows(db, "select kind, status, steps, final_loss, rows, params from train_runs order by kind")
+    runs = rows(db, "select kind, status, steps, final_loss, rows, params from train_runs order by kind")
     assert [(k, s, n) for k, s, n, *_ in runs] == [("dpo", "finished", 2), ("sft", "finished", 2)]
     assert all(loss is not None and loss == loss for *_, loss, _, _ in [r[:4] + r[4:] for r in runs])
     assert json.loads(runs[1][5])["max_length"] == 256
@@ -103,7 +93,7 @@ def test_export_train_and_eval_length(judged):
                              "--max-new-tokens", "24", "--db", str(db), cwd=tmp)
     assert code == 0, err[-3000:]
     assert "Ruler PM" in stdout
-    evals = _rows(db, "select prompt_id, required_words, words, length_score, tokens_out from length_evals order by 1")
+    evals = rows(db, "select prompt_id, required_words, words, length_score, tokens_out from length_evals order by 1")
     assert [(p, r) for p, r, *_ in evals] == [("e30", 30), ("e50", 50)]
     assert all(0 < tokens <= 24 and 0 <= score <= 100 for *_, score, tokens in evals)
 
