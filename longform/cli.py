@@ -492,6 +492,9 @@ def _scoring_rows(scoring: dict | None) -> list[tuple[str, str]]:
         return []
     rows = [("selected", f"{scoring['sft_selected']} SFT samples · {scoring['dpo_pairs']} DPO pairs"),
             ("filter rejections", ", ".join(f"{k} × {v}" for k, v in scoring["failed_checks"].items()) or "none")]
+    if scoring.get("gateau"):
+        g = scoring["gateau"]
+        rows.append(("GATEAU", f"ranked {g['ranked']}, kept {g['selected']} ({g['tokens_per_s']} tokens/s)"))
     for kind, fit in scoring["length_fits"].items():
         if fit["status"] == "fitted":
             value = f"φ = {fit['phi']:.2f} [{fit['ci'][0]:.2f}, {fit['ci'][1]:.2f}] from {fit['n']}"

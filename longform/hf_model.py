@@ -75,8 +75,11 @@ def load_causal_lm(model: str, *, attn_implementation: str | None = None):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from transformers.utils import logging as hf_logging
+
     path = resolve(model)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    hf_logging.disable_progress_bar()  # a build's own progress display is the only one
     tokenizer = AutoTokenizer.from_pretrained(path)
     kwargs = {"dtype": torch.float32}
     if attn_implementation:

@@ -24,10 +24,10 @@ def embedded() -> Endpoint:
                        continuation="completions", render_chat=chat_renderer(server.model_path))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def prefect() -> str:
-    """One Prefect backend (Prefect's test harness) per test module; subprocess builds reach it
-    through the API URL it yields."""
+    """One Prefect backend (Prefect's test harness) for the session: each start costs about 20 s.
+    Subprocess builds reach it through the API URL it yields."""
     with prefect_test_harness(server_startup_timeout=120):
         yield PREFECT_API_URL.value()
 
