@@ -7,7 +7,7 @@ from pathlib import Path
 from prefect import flow
 from prefect.runtime import flow_run
 
-from flows.stages import (export_stage, gateau_stage, gather_all, judge_panel, judge_remaining, register_prompts,
+from flows.stages import (expand_instructions, export_stage, gateau_stage, gather_all, judge_panel, judge_remaining, register_prompts,
                           score_and_select, self_lengthen_data, write_shard, write_until_accepted)
 from longform.build_inputs import load_build_inputs
 from longform.progress import reporter
@@ -18,11 +18,13 @@ from longform.session import build_session
 async def build(config: str, prompts: str | None = None, limit: int | None = None,
                 db: str | None = None, until_accepted: int | None = None) -> dict:
     settings, prompts_path, prompt_list = load_build_inputs(Path(config), prompts=prompts, db=db, limit=limit)
-    items = [(p, i) for p in prompt_list for i in range(settings.build.samples_per_prompt)]
     size = settings.build.shard_size
 
     async with build_session(settings, prompts_path=prompts_path, prefect_flow_run_id=flow_run.id) as session:
         register_prompts(session, prompt_list, str(prompts_path))
+        if settings.instructions.enabled:
+            prompt_list = prompt_list + await expand_instructions(session, prompt_list, str(prompts_path))
+        items = [(p, i) for p in prompt_list for i in range(settings.build.samples_per_prompt)]
         writers = settings.writers.enabled
         panel = judge_panel(session, prompt_list,
                             None if until_accepted else settings.build.samples_per_prompt * len(writers))

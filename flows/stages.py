@@ -27,6 +27,7 @@ from longform.session import BuildSession
 from longform.store import now
 from longform.schema import APPEND_TABLES
 from writers.agentwrite import AgentWrite, Draft, WriteFailure
+from writers.self_instruct import SelfInstruct
 from writers.self_lengthen import Lengthened, SelfLengthen, write_iteration_data
 
 
@@ -45,6 +46,18 @@ def judge_panel(session: BuildSession, prompts: list[Prompt], candidates_per_pro
         for p in prompts:
             panel.expect(p.prompt_id, candidates_per_prompt)
     return panel
+
+
+@task(name="expand-instructions", cache_policy=NONE)
+async def expand_instructions(session: BuildSession, seeds: list[Prompt], source: str) -> list[Prompt]:
+    """New instructions from the seeds, registered as prompts; every candidate is stored."""
+    _, known = session.store.query("SELECT instruction FROM prompts")
+    expander = SelfInstruct(session.engine, session.settings.instructions, seed=session.settings.build.seed)
+    new, candidates = await expander.expand(seeds, [r[0] for r in known], session.run_id)
+    session.store.add_many("instruction_candidates", candidates)
+    session.store.add_prompts(new, f"self_instruct from {source}")
+    reporter().note(f"self-instruct: kept {len(new)} of {len(candidates)} candidate instructions")
+    return new
 
 
 @task(name="write-shard", cache_policy=NONE)

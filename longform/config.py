@@ -128,6 +128,17 @@ class SelfLengthenConfig(_Section):
     iterations: int = Field(1, ge=1, le=1)
 
 
+class InstructionsConfig(_Section):
+    # Self-instruct: before writing, grow the build's prompts (the seeds) by `n` new instructions.
+    enabled: bool = False
+    n: int = Field(10, ge=1)
+    shots: int = Field(3, ge=1)
+    max_attempts: int = Field(40, ge=1)
+    temperature: float = Field(0.9, ge=0)
+    # rapidfuzz ratio from which a candidate counts as a copy of a known prompt.
+    near_duplicate: float = Field(85.0, gt=0, le=100)
+
+
 class WritersConfig(_Section):
     # Both may run on the same prompts in one build, to compare them in SQL. Self-Lengthen writes
     # [build] samples_per_prompt answers per instruction.
@@ -219,6 +230,7 @@ class Settings(_Section):
     writers: WritersConfig = WritersConfig()
     agentwrite: AgentWriteConfig = AgentWriteConfig()
     self_lengthen: SelfLengthenConfig = SelfLengthenConfig()
+    instructions: InstructionsConfig = InstructionsConfig()
     judges: JudgesConfig = JudgesConfig()
     filters: FiltersConfig = FiltersConfig()
     selection: SelectionConfig = SelectionConfig()

@@ -229,6 +229,19 @@ MIGRATIONS: list[str] = [
         created_at TIMESTAMPTZ NOT NULL
     );
     """,
+    # v6: self-instruct candidates.
+    """
+    CREATE TABLE instruction_candidates (
+        candidate_id VARCHAR PRIMARY KEY,
+        run_id VARCHAR NOT NULL,
+        attempt INTEGER NOT NULL,
+        instruction VARCHAR NOT NULL,       -- as cleaned from the model's reply ('' if the request failed)
+        accepted BOOLEAN NOT NULL,
+        reason VARCHAR NOT NULL,            -- kept | why not (length, near-duplicate, the check's no)
+        key VARCHAR,
+        created_at TIMESTAMPTZ NOT NULL
+    );
+    """,
 ]
 
 LATEST = len(MIGRATIONS)
@@ -256,6 +269,8 @@ APPEND_TABLES: dict[str, tuple[str, ...]] = {
     "lengthen_steps": ("step_id", "run_id", "prompt_id", "sample_id", "parent_step_id", "iteration", "round", "role",
                        "words_before", "words_after", "length_counter", "verdicts", "accepted", "reason",
                        "finish_reason", "text", "created_at"),
+    "instruction_candidates": ("candidate_id", "run_id", "attempt", "instruction", "accepted", "reason", "key",
+                               "created_at"),
     "failures": ("failure_id", "run_id", "stage", "prompt_id", "sample_id", "key", "reason", "detail",
                  "created_at"),
 }
