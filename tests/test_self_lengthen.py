@@ -50,7 +50,7 @@ def test_one_real_extension_round(embedded, store):
             await engine.close()
 
     result = asyncio.run(go())
-    steps = result.extrarows()["lengthen_steps"]
+    steps = result.extra_rows()["lengthen_steps"]
     roles = [s["role"] for s in steps]
     assert roles[0] == "generator" and roles[-1] == "extender"
     ext = steps[-1]
