@@ -290,7 +290,7 @@ def select(
 ) -> None:
     """Rank a run's selected samples by GATEAU (HMG + CAM, on transformers) and keep the top of them."""
     with _user_errors():
-        from judges.gateau_selection import scorer_for, select_gateau
+        from judges.gateau_selection import candidates, rank, save, scorer_for
         from longform.config import GateauConfig, load_settings
         from longform.store import Store
 
@@ -299,9 +299,12 @@ def select(
         run_id, _, run_config = _scored_run(db, run)
         # The run's own [gateau] settings unless a config is given.
         cfg = load_settings(config).gateau if config else GateauConfig.model_validate(run_config.get("gateau", {}))
-        scorer = scorer_for(cfg)
+        with Store.open_read_only(db) as store:
+            picks = candidates(store, run_id)
+        # Scoring holds no lock: builds and queries go on meanwhile.
+        score_rows, decisions, result = rank(picks, scorer_for(cfg), cfg, run_id=run_id, top_k=top_k, ratio=ratio)
         with Store.open(db) as store:
-            result = select_gateau(store, scorer, cfg, run_id=run_id, top_k=top_k, ratio=ratio)
+            save(store, run_id, score_rows, decisions)
         console.print(f"run {run_id}: GATEAU ranked {result['ranked']} samples, kept {result['selected']}"
                       f" ({result['tokens']:,} tokens in {result['seconds']} s, {result['tokens_per_s']} tokens/s)")
 
