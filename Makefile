@@ -23,8 +23,11 @@ test: $(STAMP)
 
 # Speed and cost targets, measured as ratios against a baseline in the same run (not part of `make test`).
 bench: $(STAMP)
+	$(BIN)/python benchmarks/engine_efficiency.py --scale
+	$(BIN)/python benchmarks/embedded_throughput.py
 	$(BIN)/python benchmarks/near_duplicates.py
-	$(BIN)/python benchmarks/gateau_cost.py
+	$(BIN)/python benchmarks/gateau_cost.py --samples 3
+	$(BIN)/python benchmarks/table.py
 
 clean:
 	rm -rf $(VENV) datasets_out/*.duckdb* datasets_out/demo

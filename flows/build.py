@@ -12,6 +12,7 @@ from flows.stages import (expand_instructions, export_stage, gateau_stage, gathe
 from longform.build_inputs import load_build_inputs
 from longform.progress import reporter
 from longform.session import build_session
+from writers.agentwrite import required_length
 
 
 @flow(name="build")
@@ -24,7 +25,9 @@ async def build(config: str, prompts: str | None = None, limit: int | None = Non
         register_prompts(session, prompt_list, str(prompts_path))
         if settings.instructions.enabled:
             prompt_list = prompt_list + await expand_instructions(session, prompt_list, str(prompts_path))
-        items = [(p, i) for p in prompt_list for i in range(settings.build.samples_per_prompt)]
+        # Longest first: like the engine's slot order, admission puts the critical path first.
+        items = sorted(((p, i) for p in prompt_list for i in range(settings.build.samples_per_prompt)),
+                       key=lambda item: -required_length(item[0], settings.agentwrite.default_words)[0])
         writers = settings.writers.enabled
         panel = judge_panel(session, prompt_list,
                             None if until_accepted else settings.build.samples_per_prompt * len(writers))

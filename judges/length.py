@@ -26,7 +26,8 @@ class Counter:
 def _lbw_words(text: str) -> int:
     # LongBench-Write's counter: one unit per CJK character plus one per Latin word, so an
     # English "1500 words" and a Chinese "1500字" are measured on the same scale.
-    return len(_CJK.findall(text)) + len(_LATIN_WORD.findall(text))
+    cjk = 0 if text.isascii() else len(_CJK.findall(text))
+    return cjk + len(_LATIN_WORD.findall(text))
 
 
 WORDS = Counter("lbw_words", _lbw_words)

@@ -7,8 +7,13 @@ deterministic row twice (a resumed build) changes nothing.
 
 Buffering must not lose paid-for answers when the process is killed, so every buffered row is
 also appended to a journal file beside the database (one write() per row, which survives a
-kill -9) and the journal is emptied after each commit. Opening the database replays whatever a
-killed writer left in it.
+kill -9). Opening the database replays whatever a killed writer left in it.
+
+A batch that falls due while a build runs is committed on a background thread, on a DuckDB cursor
+of its own (DuckDB releases the GIL while it works): a commit takes tens of milliseconds, and on
+the event loop it would hold up every request in flight. The batch takes the journal with it as a
+numbered segment, deleted once the batch is committed; rows added meanwhile go to a new journal.
+Anything that reads, and `flush()`, first waits for that commit.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import json
 import os
 import re
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
@@ -51,6 +57,16 @@ class Store:
         self._pending: dict[str, list[dict[str, Any]]] = {t: [] for t in APPEND_TABLES}
         # Answers not yet flushed must still be cache hits.
         self._pending_answers: dict[str, dict[str, Any]] = {}
+        # Keys of stored answers, loaded on the first lookup: a miss (every request of a new build)
+        # then costs a set lookup instead of a query.
+        self._answered: set[str] | None = None
+        # The batch being committed in the background: its answers (still cache hits) and journal segment.
+        self._committing: Future | None = None
+        self._committing_answers: dict[str, dict[str, Any]] = {}
+        self._committing_segment: Path | None = None
+        self._segments = 0
+        self._pool: ThreadPoolExecutor | None = None
+        self._writer: duckdb.DuckDBPyConnection | None = None
         self._last_flush = time.monotonic()
 
     # --- opening ---------------------------------------------------------------------------------
@@ -92,6 +108,9 @@ class Store:
         try:
             self.flush()
         finally:
+            if self._pool is not None:
+                self._pool.shutdown()
+                self._writer.close()
             if self._journal is not None:
                 os.close(self._journal)
                 self._journal = None
@@ -166,29 +185,68 @@ class Store:
             self._pending_answers[row["key"]] = row
         if (sum(map(len, self._pending.values())) >= self._batch_rows
                 or time.monotonic() - self._last_flush >= self._flush_interval_s):
-            self.flush()
+            self._commit_in_background()
 
     def add_many(self, table: str, rows: Iterable[dict[str, Any]]) -> None:
         for row in rows:
             self.add(table, row)
 
     def flush(self) -> None:
+        """Commit everything added so far, and return when it is committed."""
+        self._wait_for_commit()
         self._last_flush = time.monotonic()
         if not any(self._pending.values()):
             return
-        self._con.begin()
+        batch, answers, segment = self._take_batch()
+        self._commit(self._con, batch)
+        self._committed(answers, segment)
+
+    def _commit_in_background(self) -> None:
+        self._last_flush = time.monotonic()
+        if self._committing is not None:
+            if not self._committing.done():
+                return  # one commit at a time; rows keep collecting for the next
+            self._wait_for_commit()
+        batch, answers, segment = self._take_batch()
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="longform-store")
+            # The commit thread's own cursor: DuckDB connections are not thread-safe.
+            self._writer = self._con.cursor()
+        self._committing = self._pool.submit(self._commit, self._writer, batch)
+        self._committing_answers, self._committing_segment = answers, segment
+
+    def _wait_for_commit(self) -> None:
+        if self._committing is None:
+            return
         try:
-            for table, rows in self._pending.items():
-                if rows:
-                    self._append(table, rows)
-            self._con.commit()
+            self._committing.result()  # a failed commit raises here; its rows stay in the journal segment
+        finally:
+            self._committing = None
+        self._committed(self._committing_answers, self._committing_segment)
+        self._committing_answers, self._committing_segment = {}, None
+
+    def _take_batch(self) -> tuple[dict[str, list[dict]], dict[str, dict], Path]:
+        batch = {table: rows for table, rows in self._pending.items() if rows}
+        answers = self._pending_answers
+        self._pending = {t: [] for t in APPEND_TABLES}
+        self._pending_answers = {}
+        return batch, answers, self._rotate_journal()
+
+    @staticmethod
+    def _commit(con: duckdb.DuckDBPyConnection, batch: dict[str, list[dict]]) -> None:
+        con.begin()
+        try:
+            for table, rows in batch.items():
+                _append(con, table, rows)
+            con.commit()
         except BaseException:
-            self._con.rollback()
+            con.rollback()
             raise
-        for rows in self._pending.values():
-            rows.clear()
-        self._pending_answers.clear()
-        os.ftruncate(self._journal, 0)
+
+    def _committed(self, answers: dict[str, dict], segment: Path) -> None:
+        if self._answered is not None:
+            self._answered.update(answers)
+        segment.unlink(missing_ok=True)
 
     # --- the journal -----------------------------------------------------------------------------
 
@@ -197,10 +255,13 @@ class Store:
         return self.path.with_name(self.path.name + ".journal")
 
     def _open_journal(self) -> None:
-        """Replay what a killed writer left, then start an empty journal."""
+        """Replay what a killed writer left (committed segments are gone), then start an empty journal."""
         path = self.journal_path
-        if path.exists():
-            for line in path.read_bytes().splitlines():
+        left = sorted(path.parent.glob(path.name + ".*"), key=lambda p: int(p.suffix[1:]) if p.suffix[1:].isdigit() else -1)
+        for part in [*left, path]:
+            if not part.exists():
+                continue
+            for line in part.read_bytes().splitlines():
                 try:
                     entry = json.loads(line)
                 except ValueError:
@@ -208,22 +269,30 @@ class Store:
                 self._pending[entry["t"]].append(entry["r"])
         self._journal = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self.flush()
+        for part in left:
+            part.unlink(missing_ok=True)
 
-    def _append(self, table: str, rows: list[dict[str, Any]]) -> None:
-        columns = APPEND_TABLES[table]
-        batch = pa.table({c: [r.get(c) for r in rows] for c in columns})
-        self._con.register("_batch", batch)
-        try:
-            cols = ", ".join(columns)
-            self._con.execute(f"INSERT OR IGNORE INTO {table} ({cols}) SELECT {cols} FROM _batch")
-        finally:
-            self._con.unregister("_batch")
+    def _rotate_journal(self) -> Path:
+        """The current journal becomes a numbered segment of the batch just taken; a new one starts."""
+        self._segments += 1
+        segment = self.journal_path.with_name(f"{self.journal_path.name}.{os.getpid()}{self._segments:06d}")
+        os.close(self._journal)
+        os.rename(self.journal_path, segment)
+        self._journal = os.open(self.journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        return segment
 
     # --- reads -----------------------------------------------------------------------------------
 
     def cached_answer(self, key: str) -> dict[str, Any] | None:
         if key in self._pending_answers:
             return self._pending_answers[key]
+        if key in self._committing_answers:
+            return self._committing_answers[key]
+        if self._answered is None:
+            self._answered = {k for (k,) in self._con.execute(
+                "SELECT DISTINCT key FROM requests WHERE error IS NULL").fetchall()}
+        if key not in self._answered:
+            return None
         row = self._con.execute(
             "SELECT response_text, finish_reason, tokens_in, tokens_out FROM requests"
             " WHERE key = ? AND error IS NULL LIMIT 1",
@@ -300,6 +369,17 @@ def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> None:
 
 
 _READ_ONLY_STATEMENTS = {"SELECT", "EXPLAIN"}
+
+
+def _append(con: duckdb.DuckDBPyConnection, table: str, rows: list[dict[str, Any]]) -> None:
+    columns = APPEND_TABLES[table]
+    batch = pa.table({c: [r.get(c) for r in rows] for c in columns})
+    con.register("_batch", batch)
+    try:
+        cols = ", ".join(columns)
+        con.execute(f"INSERT OR IGNORE INTO {table} ({cols}) SELECT {cols} FROM _batch")
+    finally:
+        con.unregister("_batch")
 
 
 def _iso(value: Any) -> str:

@@ -157,7 +157,8 @@ class AgentWrite:
                     meter: "_Meter") -> tuple[list[Step], str] | WriteFailure:
         content = self._plan_template.render(instruction=prompt.instruction, words=required)
         answer = await self._ask("plan", content, self._cfg.plan_max_tokens, sample_index,
-                                 self._plan_template, json_schema=PLAN_SCHEMA if self._structured else None)
+                                 self._plan_template, json_schema=PLAN_SCHEMA if self._structured else None,
+                                 words_left=required)
         meter.observe_prompt(content, answer)
         parsed = parse_plan(answer.text)
         if parsed is None:
@@ -183,7 +184,8 @@ class AgentWrite:
                 fill = partial(template.render, instruction=prompt.instruction, plan=plan_text, step=idx + 1,
                                main_point=step.main_point, words=max(words, 1))
                 content = meter.fit(fill, prior, max_tokens)
-                answer = await self._ask("write", content, max_tokens, sample_index, template)
+                words_left = sum(s.words for s in steps[idx:]) - WORDS(text)
+                answer = await self._ask("write", content, max_tokens, sample_index, template, words_left=words_left)
                 meter.observe_prompt(content, answer)
                 piece = strip_label(answer.text)
                 meter.observe_text(piece, answer)
@@ -205,7 +207,8 @@ class AgentWrite:
         return sections
 
     async def _ask(self, stage: str, content: str, max_tokens: int, sample_index: int,
-                   template: templates.PromptTemplate, json_schema: dict | None = None) -> Completion:
+                   template: templates.PromptTemplate, json_schema: dict | None = None,
+                   words_left: int = 0) -> Completion:
         return await self._engine.complete(ChatRequest(
             stage=stage,
             messages=[{"role": "user", "content": content}],
@@ -216,6 +219,8 @@ class AgentWrite:
             json_schema=json_schema,
             sample_index=sample_index,
             template=template.identity,
+            # The sample with the most left to write goes first (see engine/throttle.py).
+            priority=-words_left,
         ))
 
 

@@ -17,6 +17,8 @@ from typing import Any
 
 import httpx
 import openai
+from openai.types import Completion as TextCompletion
+from openai.types.chat import ChatCompletion
 
 from longform.endpoint import Endpoint
 from longform import stopping
@@ -42,6 +44,9 @@ class ChatRequest:
     template: str = ""
     # The start of the assistant's answer, to be continued: the answer returned is what follows it.
     assistant_prefix: str | None = None
+    # Who gets a free slot first when all are taken: lowest value first (throttle.py). Not part of
+    # the request, so not of its cache key.
+    priority: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -97,10 +102,13 @@ class Engine:
         self.limiter = AdaptiveLimiter(concurrency)
         self.stats: dict[str, StageStats] = {}
         self.started = time.monotonic()
-        # The engine owns its retries, so the client's own are off.
+        # The engine owns its retries, so the client's own are off. The aiohttp transport: with
+        # hundreds of requests in flight, httpx's connection pool costs more CPU than the rest of
+        # the engine (benchmarks/engine_efficiency.py).
         self._client = openai.AsyncOpenAI(
             base_url=endpoint.base_url, api_key=endpoint.api_key, max_retries=0,
             timeout=httpx.Timeout(timeout_s, connect=min(10.0, timeout_s)),
+            http_client=openai.DefaultAioHttpClient(),
         )
 
     async def check(self) -> None:
@@ -188,17 +196,16 @@ class Engine:
         """(response, HTTP attempts), retrying as retry.py says; a final failure is recorded and raised."""
         attempts = rate_waits = 0
         while True:
-            await self.limiter.acquire()
+            await self.limiter.acquire(req.priority)
             if (stop := self._stop_error()) is not None:
-                await self.limiter.release()
+                self.limiter.release()
                 raise stop
             attempts += 1
             stats.attempts += 1
             try:
-                send = self._client.completions.create if "prompt" in body else self._client.chat.completions.create
-                response = await send(**body)
+                response = await self._post(body)
             except Exception as exc:  # classified below; anything unknown is final
-                await self.limiter.release()
+                self.limiter.release()
                 kind, error = classify(exc)
                 if kind == RATE_LIMITED:
                     self.limiter.on_rate_limited()
@@ -213,9 +220,17 @@ class Engine:
                 self._record(req, key, body, stats, started, max(attempts, 1), error=error,
                              detail=_describe(exc))
                 raise RequestFailed(key, error, _describe(exc)) from None
-            await self.limiter.release()
+            self.limiter.release()
             self.limiter.on_success()
             return response, attempts
+
+    async def _post(self, body: dict) -> Any:
+        # The client's low-level post: `create(**body)` re-validates every message through the SDK's
+        # typed-dict transform, which costs ~2 ms of CPU per request on long prompts (benchmarks/).
+        payload = {k: v for k, v in body.items() if k != "extra_body"} | body.get("extra_body", {})
+        if "prompt" in body:
+            return await self._client.post("/completions", body=payload, cast_to=TextCompletion)
+        return await self._client.post("/chat/completions", body=payload, cast_to=ChatCompletion)
 
     def _stop_error(self) -> LongformError | None:
         """Checked with a slot in hand, just before sending, so nothing queued slips through."""
