@@ -1,4 +1,5 @@
-"""The `build` flow: load → write (each sample judged as it finishes) → filter, fit, select → export."""
+"""The `build` flow: load → write (each sample judged as it finishes) → for Self-Lengthen, retrain its roles
+and write again, per macro iteration → filter, fit, select → export."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ from pathlib import Path
 from prefect import flow
 from prefect.runtime import flow_run
 
-from flows.stages import (expand_instructions, export_stage, gateau_stage, gather_all, judge_panel, judge_remaining, register_prompts,
-                          score_and_select, self_lengthen_data, write_shard, write_until_accepted)
+from flows.stages import (expand_instructions, export_stage, gateau_stage, gather_all, judge_panel, judge_remaining,
+                          lengthen_iteration, register_prompts, retrain_roles, score_and_select, self_lengthen_data,
+                          write_shard, write_until_accepted)
 from longform.build_inputs import load_build_inputs
 from longform.progress import reporter
 from longform.session import build_session
@@ -39,13 +41,20 @@ async def build(config: str, prompts: str | None = None, limit: int | None = Non
                 reporter().start(len(items) * len(writers), session.engine)
                 await gather_all(write_shard(session, panel, writer, items[i:i + size])
                                  for writer in writers for i in range(0, len(items), size))
+            if "self_lengthen" in writers:
+                data = self_lengthen_data(session, 1)
+                for iteration in range(2, settings.self_lengthen.iterations + 1):
+                    if not data["rows"]:
+                        reporter().note(f"self-lengthen: iteration {iteration - 1} kept no samples; nothing to retrain on")
+                        break
+                    adapters = retrain_roles(session, iteration - 1)
+                    await lengthen_iteration(session, panel, items, adapters, iteration)
+                    data = self_lengthen_data(session, iteration)
             if panel.enabled:
                 await judge_remaining(panel)
         finally:
             reporter().stop()
         score_and_select(session, panel)
-        if "self_lengthen" in writers:
-            self_lengthen_data(session)
         if settings.gateau.enabled:
             gateau_stage(session)
         if settings.export.enabled:

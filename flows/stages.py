@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 from itertools import count, islice
 
 from prefect import task
@@ -63,14 +64,7 @@ async def expand_instructions(session: BuildSession, seeds: list[Prompt], source
 @task(name="write-shard", cache_policy=NONE)
 async def write_shard(session: BuildSession, panel: JudgePanel, writer_name: str,
                       items: list[tuple[Prompt, int]]) -> None:
-    writer = _writer(session, writer_name)
-    already = session.store.existing_sample_ids([writer.sample_id(p, i) for p, i in items])
-
-    async def one(prompt: Prompt, sample_index: int) -> None:
-        async with session.active_samples:
-            await write_one(session, panel, writer, prompt, sample_index, already)
-
-    await gather_all(one(p, i) for p, i in items)
+    await _write_all(session, panel, _writer(session, writer_name), items)
 
 
 @task(name="write-until-accepted", cache_policy=NONE)
@@ -100,11 +94,21 @@ def _writer(session: BuildSession, writer_name: str):
     return AgentWrite(session.engine, cfg.agentwrite, cfg.generation, seed=cfg.build.seed)
 
 
+async def _write_all(session: BuildSession, panel: JudgePanel, writer, items: list[tuple[Prompt, int]]) -> None:
+    already = session.store.existing_sample_ids([writer.sample_id(p, i) for p, i in items])
+
+    async def one(prompt: Prompt, sample_index: int) -> None:
+        async with session.active_samples:
+            await write_one(session, panel, writer, prompt, sample_index, already)
+
+    await gather_all(one(p, i) for p, i in items)
+
+
 async def write_one(session: BuildSession, panel: JudgePanel, writer, prompt: Prompt, sample_index: int,
                     already: set[str]) -> bool:
     """Write, score, store and judge one sample; whether it passes the length floor."""
     result = await writer.write(prompt, sample_index)
-    accepted = save(session, result, new=result.sample_id not in already)
+    accepted = save(session, result, new=result.sample_id not in already, model=writer.model)
     candidate = None
     if not isinstance(result, WriteFailure):
         candidate = Candidate(result.sample_id, prompt.prompt_id, prompt.instruction, result.text, result.tokens_out)
@@ -122,7 +126,7 @@ async def gather_all(coroutines) -> None:
             raise result
 
 
-def save(session: BuildSession, result: Draft | Lengthened | WriteFailure, *, new: bool) -> bool:
+def save(session: BuildSession, result: Draft | Lengthened | WriteFailure, *, new: bool, model: str) -> bool:
     store, tally = session.store, session.tally
     for table, rows in result.extra_rows().items():
         # Before the sample row: one flush commits both, but a reader of the batch sees parents after children.
@@ -137,7 +141,7 @@ def save(session: BuildSession, result: Draft | Lengthened | WriteFailure, *, ne
         tally.failures[f"{result.stage}:{result.reason}"] += 1
         return False
     scored = length.measure(result.text, result.required_words)
-    store.add("samples", {**result.sample_row(session.run_id, session.engine.model), **scored})
+    store.add("samples", {**result.sample_row(session.run_id, model), **scored})
     tally.samples += 1
     tally.new_samples += int(new)
     tally.length_scores.append(scored["length_score"])
@@ -161,11 +165,52 @@ def score_and_select(session: BuildSession, panel: JudgePanel) -> dict:
 
 
 @task(name="self-lengthen-data", cache_policy=NONE)
-def self_lengthen_data(session: BuildSession) -> dict:
+def self_lengthen_data(session: BuildSession, iteration: int) -> dict:
     cfg = session.settings
     return write_iteration_data(session.store, sample_ids=session.tally.sample_ids,
                                 out_dir=cfg.build.out_dir / cfg.build.name,
-                                iteration=1, keep=cfg.self_lengthen.noise_keep, seed=cfg.build.seed)
+                                iteration=iteration, keep=cfg.self_lengthen.noise_keep, seed=cfg.build.seed)
+
+
+@task(name="self-lengthen-retrain", cache_policy=NONE)
+def retrain_roles(session: BuildSession, iteration: int) -> dict[str, tuple[str, str]]:
+    """A LoRA adapter per role from iteration `iteration`'s data: role → (served name, adapter dir).
+
+    An adapter is named by a hash of what it was trained from (data, base, [train] settings), so a
+    rerun reuses it and the request cache stays correct: new data means a new name.
+    """
+    from longform.training import train
+
+    cfg = session.settings
+    folder = cfg.build.out_dir / cfg.build.name / "self_lengthen" / f"iter_{iteration}"
+    train_cfg = cfg.train.model_copy(update={"lora": True})
+    adapters = {}
+    for role in ("generator", "extender"):
+        dataset = folder / role
+        material = [hashlib.sha256((dataset / "sft" / "train.parquet").read_bytes()).hexdigest(), cfg.self_lengthen.train_model,
+                    cfg.self_lengthen.train_max_steps, train_cfg.model_dump(mode="json")]
+        digest = hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:12]
+        out = folder / f"{role}-lora-{digest}"
+        if not (out / "adapter_config.json").exists():
+            train("sft", dataset_dir=dataset, model=cfg.self_lengthen.train_model, cfg=train_cfg, output_dir=out,
+                  max_steps=cfg.self_lengthen.train_max_steps, record=session.store.put_train_run)
+        adapters[role] = (f"{role}-iter{iteration}-{digest}", str(out))
+    return adapters
+
+
+@task(name="self-lengthen-iteration", cache_policy=NONE)
+async def lengthen_iteration(session: BuildSession, panel: JudgePanel, items: list[tuple[Prompt, int]],
+                             adapters: dict[str, tuple[str, str]], iteration: int) -> None:
+    """Self-Lengthen again on the same prompts, each role served from its retrained adapter."""
+    from longform.hf_server import HFServer
+
+    cfg = session.settings
+    roles = {role: name for role, (name, _) in adapters.items()}
+    with HFServer({name: path for name, path in adapters.values()}, context_window=cfg.endpoint.context_window) as server:
+        async with session.engine_for(server.endpoint(roles["generator"])) as engine:
+            writer = SelfLengthen(engine, cfg.self_lengthen, cfg.generation, seed=cfg.build.seed,
+                                  default_words=cfg.agentwrite.default_words, roles=roles, iteration=iteration)
+            await _write_all(session, panel, writer, items)
 
 
 @task(name="gateau-select", cache_policy=NONE)

@@ -124,8 +124,13 @@ class SelfLengthenConfig(_Section):
     # Extender training input: each line of the first answer kept with this probability.
     noise_keep: float = Field(0.8, gt=0, le=1)
     # Macro iterations. Each writes training data for both roles (datasets_out/<build>/self_lengthen/
-    # iter_<k>/); retraining the roles between iterations is not wired in yet, so one for now.
-    iterations: int = Field(1, ge=1, le=1)
+    # iter_<k>/<role>/); after iteration k a LoRA adapter per role is trained on it ([train] settings,
+    # TRL) and iteration k+1 writes with them, served by transformers on 127.0.0.1 (hf_server.py).
+    iterations: int = Field(1, ge=1, le=10)
+    # The base the roles are retrained from (an HF id in the local cache, a path, or "embedded"): the
+    # endpoint's model in transformers form.
+    train_model: str = "embedded"
+    train_max_steps: int | None = Field(None, ge=1)
 
 
 class InstructionsConfig(_Section):

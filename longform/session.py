@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import AsyncIterator
 
 from longform.config import Settings
-from longform.endpoint import open_endpoint
+from longform.endpoint import Endpoint, open_endpoint
 from longform.engine import Engine
 from longform.engine.breaker import ErrorRateBreaker
 from longform.engine.retry import RetryPolicy
@@ -51,6 +51,21 @@ class BuildSession:
         self.tally = Tally()
         self.active_samples = asyncio.Semaphore(settings.active_samples)
         self._started = time.monotonic()
+
+    @asynccontextmanager
+    async def engine_for(self, endpoint: Endpoint, concurrency: int = 1) -> AsyncIterator[Engine]:
+        """Another engine for this build (e.g. on a server of retrained roles): same store, run and
+        retry policy; its counters add to the build's."""
+        ep = self.settings.endpoint
+        engine = Engine(endpoint, self.store, run_id=self.run_id, concurrency=concurrency, timeout_s=ep.timeout_s,
+                        retry=RetryPolicy(ep.max_attempts, ep.max_rate_limit_waits, ep.backoff_base_s, ep.backoff_max_s),
+                        breaker=ErrorRateBreaker(ep.error_window, ep.max_error_rate))
+        engine.stats = self.engine.stats
+        try:
+            await engine.check()
+            yield engine
+        finally:
+            await engine.close()
 
     def publish_stats(self) -> None:
         self.store.put_run_stats(self.run_id, {stage: s.as_row() for stage, s in list(self.engine.stats.items())})

@@ -72,10 +72,10 @@ def longform(*args: str, cwd: Path, env: dict | None = None, **popen) -> subproc
                             **streams)
 
 
-def rows(db: Path, sql: str) -> list[tuple]:
+def rows(db: Path, sql: str, params: list | None = None) -> list[tuple]:
     """Read a test's database the way a user would: another connection, read-only."""
     con = duckdb.connect(str(db), read_only=True)
     try:
-        return con.execute(sql).fetchall()
+        return con.execute(sql, params or []).fetchall()
     finally:
         con.close()

@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+from pathlib import Path
 
 from datasets import load_dataset
 
@@ -67,7 +68,7 @@ def test_one_real_extension_round(embedded, store):
 
 
 
-def test_a_self_lengthen_build_stores_lineage_and_reruns_from_cache(prefect, tmp_path):
+def test_a_self_lengthen_build_retrains_its_roles_stores_lineage_and_reruns_from_cache(prefect, tmp_path):
     config = tiny_build(tmp_path, name="sl")
     config.write_text(config.read_text().replace("[agentwrite]", """[writers]
 enabled = ["self_lengthen"]
@@ -78,6 +79,11 @@ min_growth = 1.0
 generator_max_tokens = 60
 round_max_tokens = 400
 required_filters = []
+iterations = 2
+train_max_steps = 1
+
+[train.sft]
+max_length = 256
 
 [agentwrite]"""))
     db = tmp_path / "corpus.duckdb"
@@ -91,18 +97,36 @@ required_filters = []
             assert parent is not None and accepted == (after > before)
     # At least one extension round made an answer longer than the one it extended.
     assert any(role == "extender" and accepted and after > before for _, role, _, accepted, before, after, *_ in steps)
-    kept = rows(db, "select sample_id from samples where writer = 'self_lengthen'")
+    kept = rows(db, "select sample_id from samples s where writer = 'self_lengthen' and exists"
+                    " (select 1 from lengthen_steps l where l.sample_id = s.sample_id and l.iteration = 1)")
     failed = rows(db, "select reason from failures")
-    assert len(kept) + len(failed) == 2
+    assert len(kept) + len(failed) == 4  # two prompts, two iterations
     # Documented in the README: growth per round.
     growth = rows(db, """select round, role, count(*) filter (where accepted) as accepted, count(*) as tried,
                           round(avg(words_after - words_before), 1) as growth
                           from lengthen_steps group by all order by round""")
     assert growth and growth[0][0] == 0
-    if kept:
-        data = load_dataset("parquet", data_files=str(tmp_path / "out" / "sl" / "self_lengthen" / "iter_1"
-                                                      / "generator.parquet"))["train"]
-        assert len(data) == len(kept)
+    iteration_1 = tmp_path / "out" / "sl" / "self_lengthen" / "iter_1"
+    data = load_dataset("parquet", data_files=str(iteration_1 / "generator" / "sft" / "train.parquet"))["train"]
+    assert len(data) == len(kept) > 0  # an accepted extension above keeps its sample (min_growth = 1)
+
+    # Iteration 1's data retrained both roles (LoRA, TRL); iteration 2 asked the retrained roles.
+    trained = rows(db, "select dataset, status, steps, coalesce(lora::varchar, 'null') <> 'null' from train_runs"
+                        " order by dataset")
+    assert [(Path(d).name, status, steps, lora) for d, status, steps, lora in trained] == [
+        ("extender", "finished", 1, True), ("generator", "finished", 1, True)]
+    served = dict(rows(db, "select stage, list(distinct model) from requests where run_id = ? group by stage",
+                       [summary["run_id"]]))
+    assert any(m.startswith("generator-iter1-") for m in served["sl_generate"])
+    assert any(m.startswith("extender-iter1-") for stage, models in served.items() if stage.startswith("sl_e")
+               for m in models)
+    second = rows(db, "select distinct s.model from samples s join lengthen_steps l using (sample_id)"
+                      " where l.iteration = 2")
+    second_failed = rows(db, "select count(*) from failures f join lengthen_steps l using (sample_id)"
+                             " where l.iteration = 2")
+    assert second or second_failed[0][0] > 0
+    assert all(m.startswith("generator=generator-iter1-") for (m,) in second)
 
     again = asyncio.run(build(config=str(config)))
     assert again["requests_sent"] == 0 and summary["requests_sent"] > 0
+    assert rows(db, "select count(*) from train_runs") == [(2,)]  # the adapters were reused, not retrained

@@ -132,6 +132,10 @@ class AgentWrite:
             "templates": [t.identity for t in (self._plan_template, self._write_template, self._continue_template)],
         }
 
+    @property
+    def model(self) -> str:
+        return self._engine.model
+
     def sample_id(self, prompt: Prompt, sample_index: int) -> str:
         material = [self.fingerprint(), prompt.prompt_id, prompt.instruction, prompt.target_words, sample_index]
         digest = hashlib.sha256(json.dumps(material, sort_keys=True, ensure_ascii=False).encode("utf-8"))

@@ -121,8 +121,12 @@ class SelfLengthen:
     name = WRITER
 
     def __init__(self, engine: Engine, cfg: SelfLengthenConfig, generation: GenerationConfig, *, seed: int,
-                 default_words: int = 1000):
+                 default_words: int = 1000, roles: dict[str, str] | None = None, iteration: int = 1):
+        """`roles`: the served model of each role ("generator", "extender") when they are not the
+        endpoint's own model, as after retraining; `iteration`: the macro iteration this writes."""
         self._engine = engine
+        self._roles = roles or {}
+        self.iteration = iteration
         self._cfg = cfg
         self._gen = generation
         self._seed = seed
@@ -131,9 +135,17 @@ class SelfLengthen:
                    for name in ("generate", "enrich", "continue")}
 
     def fingerprint(self) -> dict:
-        return {"writer": WRITER, "model": self._engine.model, "self_lengthen": self._cfg.model_dump(mode="json"),
+        return {"writer": WRITER, "model": self.model, "iteration": self.iteration,
+                "self_lengthen": self._cfg.model_dump(mode="json"),
                 "generation": self._gen.model_dump(mode="json"), "seed": self._seed,
                 "templates": [t.identity for t in self._t.values()]}
+
+    @property
+    def model(self) -> str:
+        """What wrote the samples: the endpoint's model, or the generator and extender it served."""
+        if not self._roles:
+            return self._engine.model
+        return f"generator={self._roles['generator']};extender={self._roles['extender']}"
 
     def sample_id(self, prompt: Prompt, sample_index: int) -> str:
         material = [self.fingerprint(), prompt.prompt_id, prompt.instruction, prompt.target_words, sample_index]
@@ -168,8 +180,8 @@ class SelfLengthen:
                 steps.append(step)
         except RequestFailed as e:
             return WriteFailure(sample_id, prompt, stage, e.reason, e.detail, e.key,
-                                extra={"lengthen_steps": _step_rows(steps, prompt.prompt_id, sample_id, 1)})
-        result = Lengthened(sample_id, prompt, sample_index, required, source, tuple(steps), tokens_out)
+                                extra={"lengthen_steps": _step_rows(steps, prompt.prompt_id, sample_id, self.iteration)})
+        result = Lengthened(sample_id, prompt, sample_index, required, source, tuple(steps), tokens_out, self.iteration)
         grown, original = WORDS(result.text), WORDS(result.original.text)
         if grown <= self._cfg.min_growth * original:
             return WriteFailure(sample_id, prompt, "self_lengthen", "insufficient_growth",
@@ -220,7 +232,8 @@ class SelfLengthen:
         return await self._engine.complete(ChatRequest(
             stage=stage, messages=[{"role": "user", "content": content}], max_tokens=max_tokens,
             temperature=self._gen.temperature, top_p=self._gen.top_p, seed=self._seed + sample_index,
-            sample_index=sample_index, template=template.identity, assistant_prefix=prefix))
+            sample_index=sample_index, template=template.identity, assistant_prefix=prefix,
+            model=self._roles.get("generator" if stage in ("sl_generate", "sl_continue") else "extender")))
 
 
 def _step_id(sample_id: str, round_: int, role: str) -> str:
@@ -251,8 +264,9 @@ def training_rows(chains: list[tuple[str, str, str]], *, keep: float, seed: int)
 
 def write_iteration_data(store, *, sample_ids: list[str], out_dir: Path, iteration: int, keep: float,
                          seed: int) -> dict:
-    """`<out_dir>/self_lengthen/iter_<k>/generator.parquet` and `extender.parquet` (TRL `messages`)
-    from the build's kept Self-Lengthen samples: what retrains both roles for the next iteration."""
+    """`<out_dir>/self_lengthen/iter_<k>/{generator,extender}/sft/train.parquet` (TRL `messages`)
+    from the iteration's kept Self-Lengthen samples: what retrains both roles for the next one. Each
+    role's folder is a dataset `longform train sft --dataset` takes."""
     from longform.export import write_parquet
 
     _, rows = store.query(
@@ -262,6 +276,6 @@ def write_iteration_data(store, *, sample_ids: list[str], out_dir: Path, iterati
         " WHERE list_contains(?, s.sample_id) AND s.writer = ? ORDER BY s.sample_id", [iteration, sample_ids, WRITER])
     data = training_rows([tuple(r) for r in rows], keep=keep, seed=seed)
     folder = out_dir / "self_lengthen" / f"iter_{iteration}"
-    write_parquet(folder / "generator.parquet", data.generator)
-    write_parquet(folder / "extender.parquet", data.extender)
+    write_parquet(folder / "generator" / "sft" / "train.parquet", data.generator)
+    write_parquet(folder / "extender" / "sft" / "train.parquet", data.extender)
     return {"folder": str(folder), "rows": len(data.generator)}

@@ -47,6 +47,8 @@ class ChatRequest:
     # Who gets a free slot first when all are taken: lowest value first (throttle.py). Not part of
     # the request, so not of its cache key.
     priority: float = 0.0
+    # A served model other than the endpoint's, e.g. one of several LoRA adapters on one server.
+    model: str | None = None
 
 
 @dataclass(frozen=True)
@@ -139,7 +141,7 @@ class Engine:
 
     def body(self, req: ChatRequest) -> dict[str, Any]:
         body: dict[str, Any] = {
-            "model": self.model,
+            "model": req.model or self.model,
             "messages": req.messages,
             "max_tokens": req.max_tokens,
             "temperature": req.temperature,
@@ -254,7 +256,7 @@ class Engine:
         if error is not None:
             stats.errors[error] += 1
         self._store.add("requests", {
-            "request_id": uuid.uuid4().hex, "key": key, "run_id": self._run_id, "stage": req.stage, "model": self.model,
+            "request_id": uuid.uuid4().hex, "key": key, "run_id": self._run_id, "stage": req.stage, "model": body["model"],
             "request": {**body, "sample_index": req.sample_index, "template": req.template},
             "response_text": text, "finish_reason": finish, "tokens_in": tokens[0],
             "tokens_out": tokens[1], "latency_s": time.monotonic() - started, "attempts": attempts,

@@ -1,0 +1,131 @@
+"""An OpenAI-compatible server on 127.0.0.1 over transformers models, such as a LoRA adapter longform
+just trained, so the engine can call them like any other endpoint.
+
+It is what serves Self-Lengthen's retrained roles between iterations when there is no vLLM: one
+process, each served name a model (a base model or an adapter directory, loaded through
+transformers' PEFT integration), one request at a time. It speaks `/v1/models`,
+`/v1/chat/completions` (with the model's chat template) and `/v1/completions`; it does not do
+structured output, so its endpoint's JSON dialect is "none". A user with GPUs serves the same
+adapters with `vllm serve BASE --enable-lora --lora-modules NAME=DIR`.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from longform.endpoint import Endpoint
+
+
+class HFServer:
+    def __init__(self, models: dict[str, str], *, context_window: int):
+        """`models`: served name → what `hf_model.load_causal_lm` loads (id, path, adapter dir, "embedded")."""
+        self._specs = models
+        self.context_window = context_window
+        self._models: dict = {}
+        self._lock = threading.Lock()
+        self._http: ThreadingHTTPServer | None = None
+
+    def __enter__(self) -> "HFServer":
+        from longform.hf_model import load_causal_lm
+
+        self._models = {name: load_causal_lm(spec) for name, spec in self._specs.items()}
+        self._http = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self._http.daemon_threads = True
+        threading.Thread(target=self._http.serve_forever, name="longform-hf-server", daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+        self._models.clear()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self._http.server_address[1]}/v1"
+
+    def endpoint(self, default_model: str) -> Endpoint:
+        """The engine's view: any served name may be asked for per request."""
+        _, tokenizer = self._models[default_model]
+
+        def render(messages: list[dict]) -> str:
+            return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return Endpoint(self.base_url, default_model, "none", self.context_window, continuation="completions",
+                        render_chat=render)
+
+    def complete(self, body: dict, chat: bool) -> dict:
+        import torch
+
+        name = body.get("model")
+        if name not in self._models:
+            raise KeyError(f"model {name!r} not served (serving: {', '.join(self._models)})")
+        lm, tokenizer = self._models[name]
+        if chat:
+            encoded = tokenizer.apply_chat_template(body["messages"], add_generation_prompt=True,
+                                                    return_tensors="pt", return_dict=True)
+        else:
+            encoded = tokenizer(body["prompt"], return_tensors="pt", add_special_tokens=False)
+        prompt_tokens = encoded["input_ids"].shape[1]
+        room = min(self.context_window, getattr(lm.config, "max_position_embeddings", self.context_window))
+        max_new = max(1, min(int(body.get("max_tokens") or 256), room - prompt_tokens))
+        temperature = float(body.get("temperature", 0.7))
+        with self._lock, torch.no_grad():
+            torch.manual_seed(int(body.get("seed") or 0))
+            out = lm.generate(**encoded, max_new_tokens=max_new, do_sample=temperature > 0,
+                              temperature=temperature or None,
+                              top_p=float(body.get("top_p", 1.0)) if temperature > 0 else None,
+                              pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
+        new = out[0, prompt_tokens:]
+        eos = {i for i in [tokenizer.eos_token_id, *_as_list(lm.generation_config.eos_token_id)] if i is not None}
+        finish = "stop" if len(new) and int(new[-1]) in eos else "length"
+        text = tokenizer.decode(new, skip_special_tokens=True)
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(new), "total_tokens": prompt_tokens + len(new)}
+        if chat:
+            choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
+            return {"id": "hf", "object": "chat.completion", "created": int(time.time()), "model": name,
+                    "choices": [choice], "usage": usage}
+        return {"id": "hf", "object": "text_completion", "created": int(time.time()), "model": name,
+                "choices": [{"index": 0, "text": text, "finish_reason": finish}], "usage": usage}
+
+
+def _as_list(value) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+def _handler(server: HFServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def _send(self, code: int, payload: dict) -> None:
+            data = json.dumps(payload).encode()
+            self.send_response(code)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            if self.path.rstrip("/").endswith("/models"):
+                self._send(200, {"object": "list", "data": [{"id": n, "object": "model", "owned_by": "longform"}
+                                                            for n in server._models]})
+            else:
+                self._send(404, {"error": {"message": f"no route {self.path}"}})
+
+        def do_POST(self) -> None:
+            path = self.path.rstrip("/")
+            if not path.endswith(("/chat/completions", "/completions")):
+                self._send(404, {"error": {"message": f"no route {self.path}"}})
+                return
+            try:
+                body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))))
+                if "response_format" in body:
+                    raise ValueError("response_format is not supported by this server")
+                self._send(200, server.complete(body, chat=path.endswith("/chat/completions")))
+            except (KeyError, ValueError) as e:
+                self._send(400, {"error": {"message": str(e)}})
+
+    return Handler
