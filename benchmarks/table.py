@@ -49,7 +49,7 @@ def rows() -> list[tuple[str, str, str]]:
     if "sim_capacity_req_s" in eng:
         top = max(lf["requests"] / lf["actual_s"] for k, lf in eng.items() if k.startswith("longform_c"))
         out.append(("Simulated server alone (zero model cost)", f"{eng['sim_capacity_req_s']} requests/s",
-                    f"runs above peak at {top:.0f} requests/s"))
+                    f"busiest run above: {top:.0f} requests/s"))
     if "scale" in eng:
         s = eng["scale"]
         out.append((f"Scale: {s['samples']} prompts (2k-32k words, ~10 sections), {s['requests']} requests, "
