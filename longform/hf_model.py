@@ -92,10 +92,18 @@ def load_causal_lm(model: str, *, attn_implementation: str | None = None):
 def generate(lm, tokenizer, instruction: str, *, max_new_tokens: int, seed: int = 0,
              temperature: float = 0.7, top_p: float = 0.95) -> tuple[str, int, str]:
     """(text, tokens generated, finish reason): `length` if it stopped at max_new_tokens."""
-    import torch
-
     encoded = tokenizer.apply_chat_template([{"role": "user", "content": instruction}], add_generation_prompt=True,
                                             return_tensors="pt", return_dict=True)
+    text, tokens, finish = generate_from(lm, tokenizer, encoded, max_new_tokens=max_new_tokens, seed=seed,
+                                         temperature=temperature, top_p=top_p)
+    return text.strip(), tokens, finish
+
+
+def generate_from(lm, tokenizer, encoded, *, max_new_tokens: int, seed: int, temperature: float,
+                  top_p: float) -> tuple[str, int, str]:
+    """Like `generate`, from already tokenized input; the text is returned exactly as decoded."""
+    import torch
+
     room = getattr(lm.config, "max_position_embeddings", None)
     if room:
         max_new_tokens = max(1, min(max_new_tokens, room - encoded["input_ids"].shape[1]))
@@ -106,7 +114,7 @@ def generate(lm, tokenizer, instruction: str, *, max_new_tokens: int, seed: int 
                           pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
     new = out[0, encoded["input_ids"].shape[1]:]
     stopped = bool(len(new)) and int(new[-1]) in _eos_ids(lm, tokenizer)
-    return tokenizer.decode(new, skip_special_tokens=True).strip(), len(new), "stop" if stopped else "length"
+    return tokenizer.decode(new, skip_special_tokens=True), len(new), "stop" if stopped else "length"
 
 
 def _eos_ids(lm, tokenizer) -> set[int]:

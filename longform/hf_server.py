@@ -57,7 +57,7 @@ class HFServer:
                         render_chat=render)
 
     def complete(self, body: dict, chat: bool) -> dict:
-        import torch
+        from longform.hf_model import generate_from
 
         name = body.get("model")
         if name not in self._models:
@@ -69,30 +69,19 @@ class HFServer:
         else:
             encoded = tokenizer(body["prompt"], return_tensors="pt", add_special_tokens=False)
         prompt_tokens = encoded["input_ids"].shape[1]
-        room = min(self.context_window, getattr(lm.config, "max_position_embeddings", self.context_window))
-        max_new = max(1, min(int(body.get("max_tokens") or 256), room - prompt_tokens))
-        temperature = float(body.get("temperature", 0.7))
-        with self._lock, torch.no_grad():
-            torch.manual_seed(int(body.get("seed") or 0))
-            out = lm.generate(**encoded, max_new_tokens=max_new, do_sample=temperature > 0,
-                              temperature=temperature or None,
-                              top_p=float(body.get("top_p", 1.0)) if temperature > 0 else None,
-                              pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
-        new = out[0, prompt_tokens:]
-        eos = {i for i in [tokenizer.eos_token_id, *_as_list(lm.generation_config.eos_token_id)] if i is not None}
-        finish = "stop" if len(new) and int(new[-1]) in eos else "length"
-        text = tokenizer.decode(new, skip_special_tokens=True)
-        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(new), "total_tokens": prompt_tokens + len(new)}
+        max_new = max(1, min(int(body.get("max_tokens") or 256), self.context_window - prompt_tokens))
+        with self._lock:
+            text, generated, finish = generate_from(lm, tokenizer, encoded, max_new_tokens=max_new,
+                                                    seed=int(body.get("seed") or 0),
+                                                    temperature=float(body.get("temperature", 0.7)),
+                                                    top_p=float(body.get("top_p", 1.0)))
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": generated, "total_tokens": prompt_tokens + generated}
         if chat:
             choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
             return {"id": "hf", "object": "chat.completion", "created": int(time.time()), "model": name,
                     "choices": [choice], "usage": usage}
         return {"id": "hf", "object": "text_completion", "created": int(time.time()), "model": name,
                 "choices": [{"index": 0, "text": text, "finish_reason": finish}], "usage": usage}
-
-
-def _as_list(value) -> list:
-    return value if isinstance(value, list) else [value]
 
 
 def _handler(server: HFServer) -> type[BaseHTTPRequestHandler]:
