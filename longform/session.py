@@ -56,10 +56,7 @@ class BuildSession:
     async def engine_for(self, endpoint: Endpoint, concurrency: int = 1) -> AsyncIterator[Engine]:
         """Another engine for this build (e.g. on a server of retrained roles): same store, run and
         retry policy; its counters add to the build's."""
-        ep = self.settings.endpoint
-        engine = Engine(endpoint, self.store, run_id=self.run_id, concurrency=concurrency, timeout_s=ep.timeout_s,
-                        retry=RetryPolicy(ep.max_attempts, ep.max_rate_limit_waits, ep.backoff_base_s, ep.backoff_max_s),
-                        breaker=ErrorRateBreaker(ep.error_window, ep.max_error_rate))
+        engine = new_engine(self.settings, endpoint, self.store, self.run_id, concurrency)
         engine.stats = self.engine.stats
         try:
             await engine.check()
@@ -106,6 +103,13 @@ class BuildSession:
         }
 
 
+def new_engine(settings: Settings, endpoint: Endpoint, store: Store, run_id: str, concurrency: int) -> Engine:
+    ep = settings.endpoint
+    return Engine(endpoint, store, run_id=run_id, concurrency=concurrency, timeout_s=ep.timeout_s,
+                  retry=RetryPolicy(ep.max_attempts, ep.max_rate_limit_waits, ep.backoff_base_s, ep.backoff_max_s),
+                  breaker=ErrorRateBreaker(ep.error_window, ep.max_error_rate))
+
+
 def new_run_id() -> str:
     return f"r-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
 
@@ -126,10 +130,7 @@ async def build_session(settings: Settings, *, prompts_path: Path | None,
                         str(prompts_path) if prompts_path else None, prefect_flow_run_id)
         ep = settings.endpoint
         with open_endpoint(ep) as endpoint:
-            engine = Engine(endpoint, store, run_id=run_id, concurrency=ep.max_concurrency, timeout_s=ep.timeout_s,
-                            retry=RetryPolicy(ep.max_attempts, ep.max_rate_limit_waits,
-                                              ep.backoff_base_s, ep.backoff_max_s),
-                            breaker=ErrorRateBreaker(ep.error_window, ep.max_error_rate))
+            engine = new_engine(settings, endpoint, store, run_id, ep.max_concurrency)
             try:
                 await engine.check()
                 session = BuildSession(settings, run_id, store, engine, resumed)

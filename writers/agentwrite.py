@@ -182,13 +182,14 @@ class AgentWrite:
             text, continuations, finish, tokens_out = "", 0, None, 0
             while True:
                 template = self._continue_template if text else self._write_template
-                words = step.words - WORDS(text) if text else step.words
+                written = WORDS(text)
+                words = step.words - written if text else step.words
                 max_tokens = meter.max_tokens(words)
                 prior = "\n\n".join([s.text for s in sections] + ([text] if text else []))
                 fill = partial(template.render, instruction=prompt.instruction, plan=plan_text, step=idx + 1,
                                main_point=step.main_point, words=max(words, 1))
                 content = meter.fit(fill, prior, max_tokens)
-                words_left = sum(s.words for s in steps[idx:]) - WORDS(text)
+                words_left = sum(s.words for s in steps[idx:]) - written
                 answer = await self._ask("write", content, max_tokens, sample_index, template, words_left=words_left)
                 meter.observe_prompt(content, answer)
                 piece = strip_label(answer.text)
