@@ -54,9 +54,12 @@ async def build(config: str, prompts: str | None = None, limit: int | None = Non
                 await judge_remaining(panel)
         finally:
             reporter().stop()
-        score_and_select(session, panel)
+        with session.corpus_stage("score-and-select"):
+            score_and_select(session, panel)
         if settings.gateau.enabled:
-            gateau_stage(session)
+            with session.corpus_stage("gateau-select"):
+                gateau_stage(session)
         if settings.export.enabled:
-            export_stage(session)
+            with session.corpus_stage("export"):
+                export_stage(session)
         return session.summary()

@@ -216,10 +216,9 @@ async def lengthen_iteration(session: BuildSession, panel: JudgePanel, items: li
 @task(name="gateau-select", cache_policy=NONE)
 def gateau_stage(session: BuildSession) -> dict:
     # Imported here: torch and transformers (the `train` extra) are only needed when GATEAU is on.
-    from judges.gateau_selection import scorer_for, select_gateau
+    from judges.gateau_selection import select_gateau
 
-    cfg = session.settings.gateau
-    result = select_gateau(session.store, scorer_for(cfg), cfg, run_id=session.run_id)
+    result = select_gateau(session.store, session.settings.gateau, run_id=session.run_id)
     if session.tally.scoring is not None:
         session.tally.scoring["gateau"] = result
     return result

@@ -31,6 +31,17 @@ segments that actually help — GATEAU's "hard to attend" samples.
 
 Final score = α · norm(HMG) + (1 − α) · norm(CAM), α = 0.8 by default, both min-max normalised over the
 samples ranked together.
+
+Answers longer than the model can take (`max_tokens`, SmolLM2's 8,192 by default) are scored, not
+refused: they are what longform exists for. The long pass then slides: the later part is cut into
+blocks of half the room left after the instruction, and each block is scored with the instruction
+plus as many of the tokens before it as fit. Sliding, rather than scoring only the longest suffix
+that fits, keeps every later token scored, so HMG still compares the same tokens under a short and
+a long view; and the instruction stays in view because without it the "long" model would lose the
+one piece of context every token of the answer depends on. CAM's passes are clipped the same way: a
+context segment keeps its tokens nearest the probe, and the attention pass sees the instruction and
+the tokens just before the probe (segments out of view get no attention). Only a sample whose
+instruction alone leaves no room to score anything is not scored (`NotScorable`, with the reason).
 """
 
 from __future__ import annotations
@@ -84,13 +95,17 @@ class _Encoded:
     later: tuple[int, int]                # the scored part
 
 
+class NotScorable(ValueError):
+    """The model cannot score this sample at all (its instruction leaves no room); the reason is the message."""
+
+
 class GateauScorer:
     def __init__(self, model, tokenizer, *, short_model=None, window: int = 512, max_segments: int = 8,
                  batch_size: int = 8, max_tokens: int = 8192, cam_probe: int = 256):
         self.model = model
         self.short_model = short_model or model
         self.tokenizer = tokenizer
-        self.window = window
+        self.window = effective_window(window, max_tokens)
         self.max_segments = max_segments
         self.batch_size = batch_size
         self.max_tokens = max_tokens
@@ -115,8 +130,11 @@ class GateauScorer:
             start, end = prompt_len, len(ids)
             step = max(1, (end - start) // 4)
             spans = [(s, min(end, s + step)) for s in range(start, end, step)]
-        if len(ids) > self.max_tokens:
-            raise ValueError(f"sample {sample.sample_id}: {len(ids)} tokens, more than max_tokens {self.max_tokens}")
+        if self.max_tokens - prompt_len < 16:
+            raise NotScorable(f"the instruction takes {prompt_len} of max_tokens {self.max_tokens} tokens;"
+                              " no room left to score the answer")
+        if not spans:
+            raise NotScorable("the answer is empty")
         half = max(1, len(spans) // 2)
         earlier, later = spans[:len(spans) - half], spans[len(spans) - half:]
         return _Encoded(ids, prompt_len, _merge(earlier, self.max_segments), (later[0][0], later[-1][1]))
@@ -149,7 +167,21 @@ class GateauScorer:
 
     def full_nll(self, enc: _Encoded) -> float:
         a, b = enc.later
-        return self._nll(self.model, [enc.ids[:b]], [a], [b], "full")[0]
+        if b <= self.max_tokens:
+            return self._nll(self.model, [enc.ids[:b]], [a], [b], "full")[0]
+        # Longer than the model takes: slide (see the module docstring). One window per batch, since
+        # each is max_tokens long and its logits alone take max_tokens × vocabulary floats.
+        prompt = enc.ids[:enc.prompt_len]
+        room = self.max_tokens - len(prompt)
+        block = max(1, room // 2)
+        losses, weights = [], []
+        for t in range(a, b, block):
+            end = min(b, t + block)
+            start = max(enc.prompt_len, end - room)
+            context = prompt + enc.ids[start:end]
+            losses += self._nll(self.model, [context], [len(prompt) + t - start], [len(context)], "full")
+            weights.append(end - t)
+        return float(np.average(losses, weights=weights))
 
     def windowed_nll(self, enc: _Encoded) -> float:
         a, b = enc.later
@@ -168,8 +200,9 @@ class GateauScorer:
         later = enc.ids[a:b]
         prompt = enc.ids[:enc.prompt_len]
         jobs = [(prompt + later, len(prompt), len(prompt) + len(later))]
+        room = self.max_tokens - len(prompt) - len(later)
         for s, e in enc.segments:
-            context = prompt + enc.ids[s:e]
+            context = prompt + enc.ids[max(s, e - room):e]  # a segment too long keeps its end, nearest the probe
             jobs.append((context + later, len(context), len(context) + len(later)))
         losses = self._batched_nll(self.model, jobs, "cam_ppl")
         gains = np.maximum(0.0, losses[0] - np.array(losses[1:]))
@@ -179,20 +212,27 @@ class GateauScorer:
 
     def _probe(self, enc: _Encoded) -> tuple[int, int]:
         # CAM scores the start of the later part, not all of it: one pass per segment stays short.
+        # At most half the room after the instruction, so a segment always fits beside it.
         a, b = enc.later
-        return a, min(b, a + self.cam_probe)
+        return a, min(b, a + min(self.cam_probe, (self.max_tokens - enc.prompt_len) // 2))
 
     def _attention_shares(self, enc: _Encoded) -> np.ndarray:
         a, b = self._probe(enc)
+        # What fits: the instruction, then the tokens just before and in the probe. `cut` is where
+        # the view of the answer starts; positions from there on move down by `shift`.
+        cut = max(enc.prompt_len, b - (self.max_tokens - enc.prompt_len))
+        shift = cut - enc.prompt_len
+        view = enc.ids[:enc.prompt_len] + enc.ids[cut:b]
         totals = torch.zeros(len(enc.segments))
         layers = 0
 
         def collect(_module, _inputs, output):
             nonlocal layers
-            weights = output[1]                     # (batch, heads, query, key)
-            rows = weights[0, :, a:b].mean(dim=0)   # heads averaged: (later queries, keys)
+            weights = output[1]                                     # (batch, heads, query, key)
+            rows = weights[0, :, a - shift:b - shift].mean(dim=0)   # heads averaged: (later queries, keys)
             for k, (s, e) in enumerate(enc.segments):
-                totals[k] += rows[:, s:e].sum(dim=-1).mean()
+                if e > cut:  # a segment wholly before the view gets no attention
+                    totals[k] += rows[:, max(s, cut) - shift:e - shift].sum(dim=-1).mean()
             layers += 1
             return (output[0], None, *output[2:])
 
@@ -203,12 +243,12 @@ class GateauScorer:
         started = time.perf_counter()
         try:
             with torch.no_grad():
-                self.model(input_ids=torch.tensor([enc.ids[:b]]), output_attentions=True)
+                self.model(input_ids=torch.tensor([view]), output_attentions=True)
         finally:
             self.model.set_attn_implementation(previous)
             for h in hooks:
                 h.remove()
-        self.cost.add("cam_attention", b, time.perf_counter() - started)
+        self.cost.add("cam_attention", len(view), time.perf_counter() - started)
         shares = (totals / max(layers, 1)).numpy()
         return shares / shares.sum() if shares.sum() > 0 else np.full(len(shares), 1 / len(shares))
 
@@ -216,6 +256,12 @@ class GateauScorer:
         enc = self.encode(sample)
         return Measured(sample.sample_id, self.full_nll(enc), self.windowed_nll(enc),
                         self.cam(enc) if with_cam else float("nan"), len(enc.segments), enc.later[1] - enc.later[0])
+
+
+def effective_window(window: int, max_tokens: int) -> int:
+    """The short view is at most half the long one: a "short" window as long as the model's whole
+    window would make HMG compare a view with itself."""
+    return min(window, max_tokens // 2)
 
 
 def _merge(spans: list[tuple[int, int]], most: int) -> list[tuple[int, int]]:

@@ -27,6 +27,7 @@ from rich.text import Text
 
 from longform import stopping
 from longform.errors import LongformError
+from longform.prefect_backend import configured_api_url, prefect_api
 from longform.stopping import Interrupted
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
@@ -118,16 +119,18 @@ def build(
             # A newer schema or another build holding the database fails here, before Prefect starts.
             Store.open_read_only(settings.build.db).close()
         _quiet_prefect()
-        from flows.build import build as build_flow
-        from longform.progress import set_reporter
+        with prefect_api():
+            from flows.build import build as build_flow
+            from longform.progress import set_reporter
 
-        with _RichReporter() as reporter, _graceful_ctrl_c():
-            set_reporter(reporter)
-            try:
-                summary = asyncio.run(build_flow(config=str(config), prompts=_opt(prompts), limit=limit,
-                                                 db=_opt(db), until_accepted=until_accepted))
-            finally:
-                set_reporter(None)
+            with _RichReporter() as reporter, _graceful_ctrl_c():
+                set_reporter(reporter)
+                try:
+                    summary = asyncio.run(build_flow(config=str(config), prompts=_opt(prompts), limit=limit,
+                                                     db=_opt(db), until_accepted=until_accepted))
+                finally:
+                    set_reporter(None)
+                    _drain_prefect()
         _print_summary(summary)
         if summary["samples"] == 0:
             raise LongformError(f"no sample was written ({summary['failures']}); see the failures table")
@@ -144,19 +147,30 @@ def serve(
         from longform.build_inputs import load_build_inputs
 
         settings, _, _ = load_build_inputs(config)
-        if not os.environ.get("PREFECT_API_URL"):
+        if not configured_api_url():
             err_console.print("note: PREFECT_API_URL is not set, so the schedule lives in a temporary Prefect"
-                              " backend and ends with this process; see README, 'Run it on a schedule'")
+                              " server that ends with this process; see README, 'Run it on a schedule'")
         os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-        from prefect.deployments.runner import EntrypointType
+        with prefect_api():
+            from prefect.deployments.runner import EntrypointType
 
-        from flows.build import build as build_flow
+            from flows.build import build as build_flow
 
-        # A module entrypoint, so runs start from any working directory where longform is installed.
-        build_flow.serve(name=name or settings.build.name, cron=cron,
-                         parameters={"config": str(config.resolve())},
-                         entrypoint_type=EntrypointType.MODULE_PATH,
-                         description=f"longform build of {config}")
+            # A module entrypoint, so runs start from any working directory where longform is installed.
+            build_flow.serve(name=name or settings.build.name, cron=cron,
+                             parameters={"config": str(config.resolve())},
+                             entrypoint_type=EntrypointType.MODULE_PATH,
+                             description=f"longform build of {config}")
+
+
+def _drain_prefect() -> None:
+    """Let Prefect send its queued events and logs now, while its server is still up: left to its exit
+    hook, it would warn after the build's last line (its one-line error included)."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (EventsWorker, APILogWorker):
+        worker.drain_all(timeout=10)
 
 
 def _opt(path: Optional[Path]) -> Optional[str]:
@@ -181,7 +195,8 @@ def query(
 
         columns, rows = read_query(db, sql)
         if format is Format.csv:
-            writer = csv.writer(sys.stdout)
+            # "\n", not the csv module's default "\r\n": on Linux, scripts would read "42\r" (the DuckDB CLI agrees).
+            writer = csv.writer(sys.stdout, lineterminator="\n")
             writer.writerow(columns)
             writer.writerows(rows)
         elif format is Format.json:
@@ -290,7 +305,7 @@ def select(
 ) -> None:
     """Rank a run's selected samples by GATEAU (HMG + CAM, on transformers) and keep the top of them."""
     with _user_errors():
-        from judges.gateau_selection import candidates, rank, save, scorer_for
+        from judges.gateau_selection import cached_measures, candidates, rank, save, scorer_for
         from longform.config import GateauConfig, load_settings
         from longform.store import Store
 
@@ -301,12 +316,15 @@ def select(
         cfg = load_settings(config).gateau if config else GateauConfig.model_validate(run_config.get("gateau", {}))
         with Store.open_read_only(db) as store:
             picks = candidates(store, run_id)
+            cached = cached_measures(store, picks, cfg)
         # Scoring holds no lock: builds and queries go on meanwhile.
-        score_rows, decisions, result = rank(picks, scorer_for(cfg), cfg, run_id=run_id, top_k=top_k, ratio=ratio)
+        ranking = rank(picks, lambda: scorer_for(cfg), cfg, run_id=run_id, cached=cached, top_k=top_k, ratio=ratio)
         with Store.open(db) as store:
-            save(store, run_id, score_rows, decisions)
-        console.print(f"run {run_id}: GATEAU ranked {result['ranked']} samples, kept {result['selected']}"
-                      f" ({result['tokens']:,} tokens in {result['seconds']} s, {result['tokens_per_s']} tokens/s)")
+            save(store, run_id, ranking)
+        result = ranking.summary
+        console.print(f"run {run_id}: GATEAU ranked {result['ranked']} samples, kept {result['selected']},"
+                      f" {result['not_scored']} not scored; measured {result['measured']}"
+                      f" ({result['tokens']:,} tokens in {result['seconds']} s), {result['from_cache']} from the cache")
 
 
 class TrainKind(str, Enum):
@@ -497,7 +515,8 @@ def _scoring_rows(scoring: dict | None) -> list[tuple[str, str]]:
             ("filter rejections", ", ".join(f"{k} × {v}" for k, v in scoring["failed_checks"].items()) or "none")]
     if scoring.get("gateau"):
         g = scoring["gateau"]
-        rows.append(("GATEAU", f"ranked {g['ranked']}, kept {g['selected']} ({g['tokens_per_s']} tokens/s)"))
+        rows.append(("GATEAU", f"ranked {g['ranked']}, kept {g['selected']}, {g.get('not_scored', 0)} not scored;"
+                               f" measured {g.get('measured', g['ranked'])}, {g.get('from_cache', 0)} from the cache"))
     for kind, fit in scoring["length_fits"].items():
         if fit["status"] == "fitted":
             value = f"φ = {fit['phi']:.2f} [{fit['ci'][0]:.2f}, {fit['ci'][1]:.2f}] from {fit['n']}"

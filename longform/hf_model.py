@@ -70,6 +70,13 @@ def resolve(model: str) -> str:
     return model
 
 
+def check_available(model: str) -> None:
+    """Refuse, in one line and before a build starts, a model that `resolve` would refuse at the end.
+    `embedded` is not converted here (that takes a minute): it is always available once installed."""
+    if model != EMBEDDED:
+        resolve(model)
+
+
 def load_causal_lm(model: str, *, attn_implementation: str | None = None):
     """(model, tokenizer), offline."""
     import torch

@@ -242,6 +242,22 @@ MIGRATIONS: list[str] = [
         created_at TIMESTAMPTZ NOT NULL
     );
     """,
+    # v7: GATEAU's per-sample measures, cached by what determines them, so a rerun (or a build that
+    # failed after scoring) does not spend minutes recomputing them.
+    """
+    CREATE TABLE gateau_measures (
+        key VARCHAR PRIMARY KEY,            -- hash of instruction, answer, model(s) and measure settings
+        sample_id VARCHAR NOT NULL,         -- the sample first measured under this key
+        status VARCHAR NOT NULL,            -- measured | not_scorable
+        reason VARCHAR,                     -- not_scorable: why
+        log_ppl_long DOUBLE,
+        log_ppl_short DOUBLE,
+        cam DOUBLE,
+        segments INTEGER,
+        scored_tokens INTEGER,
+        created_at TIMESTAMPTZ NOT NULL
+    );
+    """,
 ]
 
 LATEST = len(MIGRATIONS)
@@ -271,6 +287,8 @@ APPEND_TABLES: dict[str, tuple[str, ...]] = {
                        "finish_reason", "text", "created_at"),
     "instruction_candidates": ("candidate_id", "run_id", "attempt", "instruction", "accepted", "reason", "key",
                                "created_at"),
+    "gateau_measures": ("key", "sample_id", "status", "reason", "log_ppl_long", "log_ppl_short", "cam", "segments",
+                        "scored_tokens", "created_at"),
     "failures": ("failure_id", "run_id", "stage", "prompt_id", "sample_id", "key", "reason", "detail",
                  "created_at"),
 }

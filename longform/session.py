@@ -12,16 +12,17 @@ import statistics
 import time
 import uuid
 from collections import Counter
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import AsyncIterator
+from typing import AsyncIterator, Iterator
 
 from longform.config import Settings
 from longform.endpoint import Endpoint, open_endpoint
 from longform.engine import Engine
 from longform.engine.breaker import ErrorRateBreaker
 from longform.engine.retry import RetryPolicy
+from longform.errors import LongformError
 from longform.progress import reporter
 from longform.stopping import Interrupted
 from longform.store import Store
@@ -38,6 +39,11 @@ class Tally:
     scoring: dict | None = None
     accepted: int | None = None      # --until-accepted builds only
     candidates: int | None = None
+    failed_stage: dict | None = None  # {"stage", "reason"} of a corpus-wide stage that failed
+
+
+class StageFailed(LongformError):
+    """A corpus-wide stage failed after the samples were written and stored."""
 
 
 class BuildSession:
@@ -63,6 +69,21 @@ class BuildSession:
             yield engine
         finally:
             await engine.close()
+
+    @contextmanager
+    def corpus_stage(self, name: str) -> Iterator[None]:
+        """A stage after writing (scoring, GATEAU, export). If it fails, the run ends `failed` with
+        the stage and its reason in one line: the samples are already stored, and running the same
+        command again redoes only what is not cached (requests, judgments, GATEAU measures)."""
+        try:
+            yield
+        except Interrupted:
+            raise
+        except Exception as e:  # any failure, bug or input: the user needs the stage and a way on
+            reason = str(e) if isinstance(e, LongformError) else f"{type(e).__name__}: {_first_line(e)}"
+            self.tally.failed_stage = {"stage": name, "reason": reason}
+            raise StageFailed(f"{name} failed: {reason} — the {self.tally.samples} written samples are stored;"
+                              " run the same command again to redo this stage") from e
 
     def publish_stats(self) -> None:
         self.store.put_run_stats(self.run_id, {stage: s.as_row() for stage, s in list(self.engine.stats.items())})
@@ -96,6 +117,7 @@ class BuildSession:
             "lowest_concurrency": self.engine.limiter.lowest,
             "wall_s": round(time.monotonic() - self._started, 2),
             "scoring": self.tally.scoring,
+            "failed_stage": self.tally.failed_stage,
             "export_dir": self.tally.export_dir,
             "by_stage": {stage: {"requests": s.requests, "cache_hits": s.cache_hits,
                                  "tokens_in": s.tokens_in, "tokens_out": s.tokens_out}
@@ -151,3 +173,8 @@ async def build_session(settings: Settings, *, prompts_path: Path | None,
             store.finish_run(run_id, status, session.summary() if session else {})
         finally:
             store.close()
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:500] if text else "(no message)"

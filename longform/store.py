@@ -321,6 +321,19 @@ class Store:
                                  [sample_ids]).fetchall()
         return {r[0] for r in rows}
 
+    def rows_by_key(self, table: str, keys: list[str]) -> dict[str, dict[str, Any]]:
+        """Rows of an append table whose first column (its key) is one of `keys`, by key."""
+        columns = APPEND_TABLES[table]
+        if not self.read_only:
+            self.flush()
+        self._con.register("_keys", pa.table({"k": pa.array(keys, pa.string())}))
+        try:
+            found = self._con.execute(f"SELECT {', '.join(columns)} FROM {table} JOIN _keys ON {columns[0]} = _keys.k"
+                                      ).fetchall()
+        finally:
+            self._con.unregister("_keys")
+        return {row[0]: dict(zip(columns, row)) for row in found}
+
     def query(self, sql: str, params: list[Any] | None = None) -> tuple[list[str], list[tuple]]:
         if self.read_only:
             check_read_only(self._con, sql)

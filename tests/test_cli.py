@@ -49,6 +49,11 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path):
     _one_line_error(run("build", "--config", str(unwritable), cwd=tmp_path, env_home=tmp_path),
                     "a-file/out: output directory is not writable")
 
+    # Refused with the other pre-flight checks: before Prefect starts, and nothing printed after it.
+    _one_line_error(run("build", "--config", str(config), "--db", str(tmp_path / "a-file" / "corpus.duckdb"),
+                        cwd=tmp_path, env_home=tmp_path / "fresh"), "a-file: database's directory is not writable")
+    assert not (tmp_path / "fresh" / "prefect").exists()  # Prefect never ran
+
     newer = tmp_path / "newer.duckdb"
     with Store.open(newer) as store:
         store._con.execute("insert into schema_version values (99, now())")
@@ -116,3 +121,12 @@ def test_query_while_another_process_writes_is_answered_by_the_writer(tmp_path):
         _one_line_error(busy, "open for writing by another longform process", f"PID {os.getpid()}")
     finally:
         writer.close()
+
+
+def test_query_csv_ends_lines_with_a_newline_only(tmp_path):
+    db = tmp_path / "q.duckdb"
+    Store.open(db).close()
+    out = run("query", "select 42 as answer, 'a,b' as text", "--db", str(db), "--format", "csv",
+              cwd=tmp_path, env_home=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == 'answer,text\n42,"a,b"\n'

@@ -52,7 +52,7 @@ _CHILD = """
 import sys, time
 from longform.embedded import EmbeddedServer
 server = EmbeddedServer().start()
-print(server._proc.pid, flush=True)
+print(server.pid, flush=True)
 time.sleep(600)
 """
 
@@ -71,7 +71,7 @@ def test_server_stops_on_exit_and_dies_with_a_killed_parent():
     from longform.embedded import EmbeddedServer
 
     with EmbeddedServer() as server:
-        pid = server._proc.pid
+        pid = server.pid
         assert _alive(pid)
     assert not _alive(pid)
 

@@ -51,3 +51,57 @@ def test_combine_normalises_ranks_and_weights():
     only_cam = combine(measured, alpha=0.0)
     assert [only_cam[s]["gateau_rank"] for s in "xyz"] == [3, 1, 2]
     assert all(np.isfinite(v) for s in scores.values() for v in s.values())
+
+
+def _widths(model) -> list[int]:
+    """Record the length of every sequence the model is given."""
+    seen: list[int] = []
+    model.register_forward_pre_hook(lambda _m, args, kwargs: seen.append(kwargs["input_ids"].shape[1]),
+                                    with_kwargs=True)
+    return seen
+
+
+@pytest.fixture(scope="module")
+def narrow():
+    """The same weights with a 160-token window: a few paragraphs already overflow it."""
+    model, tokenizer = load_causal_lm("embedded")
+    return GateauScorer(model, tokenizer, window=48, max_segments=4, batch_size=4, max_tokens=160, cam_probe=64)
+
+
+def test_an_answer_several_times_longer_than_max_tokens_is_scored_on_windows(narrow):
+    long = Sample("long", "Write a long story about a cargo ship.",
+                  (FACTS, *[FILLER] * 8, LATER_REUSES, *[FILLER] * 4, LATER_REUSES))
+    enc = narrow.encode(long)
+    assert len(enc.ids) > 4 * narrow.max_tokens
+    widths = _widths(narrow.model)
+    m = narrow.measure(long)
+    assert max(widths) <= narrow.max_tokens          # no pass is wider than the model's window
+    assert m.scored_tokens == enc.later[1] - enc.later[0] > narrow.max_tokens  # every later token scored
+    assert np.isfinite(m.log_ppl_long) and np.isfinite(m.log_ppl_short) and 0 <= m.cam <= 1
+    assert narrow.cost.tokens["full"] >= m.scored_tokens
+
+
+def test_a_sample_that_cannot_be_scored_gets_a_row_and_the_selection_goes_on(narrow):
+    from judges.gateau_selection import rank
+    from longform.config import GateauConfig
+
+    cfg = GateauConfig(max_tokens=160, window=48, max_segments=4, cam_probe=64, top_k=1)
+    picks = [(Sample("huge-instruction", "Write about ships. " * 60, (FILLER, FILLER)), "p1"),
+             (Sample("a", "Write a short story about a cargo ship.", (FACTS, FILLER, FILLER, LATER_REUSES)), "p2"),
+             (Sample("b", "Write a short story about a cargo ship.", (FACTS, FILLER, *[FILLER] * 6, LATER_OWN)), "p3")]
+    calls = []
+    ranking = rank(picks, lambda: calls.append(1) or narrow, cfg, run_id="r")
+    by_sample = {d["sample_id"]: d for d in ranking.decisions}
+    assert set(by_sample) == {"huge-instruction", "a", "b"}
+    assert not by_sample["huge-instruction"]["selected"]
+    assert by_sample["huge-instruction"]["reason"].startswith("not scored by GATEAU: the instruction takes")
+    assert sorted(d["selected"] for s, d in by_sample.items() if s != "huge-instruction") == [False, True]
+    assert ranking.summary["not_scored"] == 1 and ranking.summary["ranked"] == 2 and calls == [1]
+
+    # Measured once: a rerun with the cache loads no model and decides the same.
+    cached = {row["key"]: row for row in ranking.measures}
+    again = rank(picks, lambda: pytest.fail("the model was loaded although every measure is cached"), cfg,
+                 run_id="r", cached=cached)
+    assert again.summary["measured"] == 0 and again.summary["from_cache"] == 3
+    assert [(d["sample_id"], d["selected"], d["reason"]) for d in again.decisions] == \
+        [(d["sample_id"], d["selected"], d["reason"]) for d in ranking.decisions]

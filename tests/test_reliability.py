@@ -1,6 +1,7 @@
 """Kill, Ctrl-C, faulty servers, a broken endpoint and planted secrets, against real processes."""
 
 import asyncio
+import json
 import os
 import signal
 import time
@@ -252,3 +253,76 @@ def test_status_estimates_cost_from_configured_prices(tmp_path, prefect):
     out, err = status.communicate(timeout=60)
     assert status.returncode == 0, err
     assert f"estimated cost: {tokens_in:,.4f}" in out
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every living process under `pid`, from /proc (zombies, already dead, are left out)."""
+    parent_of = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z":
+            parent_of[int(stat.parent.name)] = int(fields[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parent_of.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_kill_9_leaves_no_process_of_the_build_behind(tmp_path):
+    # No PREFECT_API_URL: the build runs its own local Prefect server, as a new user's does.
+    with FaultServer(realistic=True, delay_s=0.3) as server:
+        cfg = remote_build(tmp_path, server.base_url, 8, endpoint_extra="concurrency = 2")
+        proc = longform("build", "--config", str(cfg), cwd=tmp_path, env={"PREFECT_API_URL": ""})
+        _wait_for(lambda: len(server.received) >= 3 or proc.poll() is not None, timeout=240)
+        assert proc.poll() is None, proc.stderr.read()
+        spawned = _descendants(proc.pid)
+        assert any("prefect.server" in Path(f"/proc/{p}/cmdline").read_text() for p in spawned), spawned
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        _wait_for(lambda: not any(_alive(p) for p in spawned), timeout=30)
+
+
+def test_a_failed_late_stage_keeps_the_build_and_a_rerun_redoes_only_that_stage(tmp_path, prefect):
+    env = {"PREFECT_API_URL": prefect}
+    db = tmp_path / "corpus.duckdb"
+    with FaultServer(realistic=True) as server:
+        cfg = remote_build(tmp_path, server.base_url, 3, name="late")
+        cfg.write_text(cfg.read_text() + "\n[gateau]\nenabled = true\nmax_tokens = 128\nwindow = 32\n")
+        # The export's folder is taken by a file: only the last stage can fail.
+        (tmp_path / "out").mkdir()
+        (tmp_path / "out" / "late").write_text("in the way")
+        first = longform("build", "--config", str(cfg), cwd=tmp_path, env=env)
+        _, err = first.communicate(timeout=600)
+        sent = len(server.received)
+        assert first.returncode == 2, err
+        assert "Traceback" not in err
+        last = [line for line in err.splitlines() if line.strip()][-1]
+        assert last.startswith("error: export failed: NotADirectoryError"), err
+        assert "the 3 written samples are stored; run the same command again" in last
+        [(status, summary)] = rows(db, "select status, summary from runs")
+        summary = json.loads(summary)
+        assert status == "failed" and summary["failed_stage"]["stage"] == "export"
+        picked = summary["scoring"]["sft_selected"]
+        assert picked >= 1 and summary["scoring"]["gateau"]["measured"] == picked
+        assert rows(db, "select count(*) from samples") == [(3,)]
+
+        (tmp_path / "out" / "late").unlink()
+        again = longform("build", "--config", str(cfg), cwd=tmp_path, env=env)
+        out, err = again.communicate(timeout=600)
+        assert again.returncode == 0, err
+        assert len(server.received) == sent  # writing came from the request cache
+    [(status, summary)] = rows(db, "select status, summary from runs where status <> 'failed'")
+    gateau = json.loads(summary)["scoring"]["gateau"]
+    assert status == "finished" and gateau["measured"] == 0 and gateau["from_cache"] == gateau["ranked"] == picked
+    assert any((tmp_path / "out" / "late").rglob("*.parquet"))
