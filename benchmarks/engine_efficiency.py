@@ -34,7 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Iterator
 
@@ -72,11 +72,11 @@ def free_port() -> int:
 
 @contextmanager
 def sim_server(slots: int, decode_ms: float = DECODE_MS, prefill_ms: float = PREFILL_MS,
-               sections: int = 0) -> Iterator[str]:
+               sections: int = 0, prefix_cache_tokens: int = 0) -> Iterator[str]:
     port = free_port()
     proc = subprocess.Popen([sys.executable, str(Path(__file__).parent / "sim_server.py"), "--port", str(port),
                              "--slots", str(slots), "--decode-ms", str(decode_ms), "--prefill-ms", str(prefill_ms),
-                             "--sections", str(sections)],
+                             "--sections", str(sections), "--prefix-cache-tokens", str(prefix_cache_tokens)],
                             stdout=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()
@@ -109,24 +109,29 @@ def write_prompts(path: Path, n: int, low: int, high: int, seed: int = 0, text_s
                                 "instruction": f"[task {i}] Write a {words}-word feature article about {topic}."}) + "\n")
 
 
-def write_config(path: Path, *, url: str, prompts: Path, db: Path, concurrency: int, rubric: bool = False,
-                 active: int | None = None) -> Path:
+def write_config(path: Path, *, url: str | list[str], prompts: Path, db: Path, concurrency: int, rubric: bool = False,
+                 active: int | None = None, routing: str = "affinity") -> Path:
+    """One endpoint, or with a list of URLs an [[endpoints]] pool (`concurrency` each)."""
     active_line = f"max_active_samples = {active}" if active else ""
+    urls = [url] if isinstance(url, str) else url
+    header = "[endpoint]" if isinstance(url, str) else "[[endpoints]]"
+    endpoints = "".join(f"""
+{header}
+kind = "openai"
+base_url = "{u}/v1"
+model = "sim"
+concurrency = {concurrency}
+context_window = 262144
+""" for u in urls)
     path.write_text(f"""
 [build]
 name = "{path.stem}"
 prompts = "{prompts}"
 db = "{db}"
 out_dir = "{db.parent}"
+routing = "{routing}"
 {active_line}
-
-[endpoint]
-kind = "openai"
-base_url = "{url}/v1"
-model = "sim"
-concurrency = {concurrency}
-context_window = 262144
-
+{endpoints}
 [agentwrite]
 max_section_words = 1000
 
@@ -393,11 +398,14 @@ def scale_run(work: Path, results: dict, prompts_n: int, servers: int, slots_per
     write_prompts(prompts, prompts_n, 2000, 32000, seed=1, text_scale=text_scale)
     slots = servers * slots_per_server
     decode_ms = 20.0  # per simulated word, i.e. per TEXT_SCALE real tokens
-    with sim_server(slots, decode_ms, decode_ms / 400, sections=10) as url:
+    with ExitStack() as stack:
+        # One simulated server per GPU, each an endpoint of the pool (prefix-affinity routing).
+        urls = [stack.enter_context(sim_server(slots_per_server, decode_ms, decode_ms / 400, sections=10))
+                for _ in range(servers)]
         db = work / "scale.duckdb"
-        cfg = write_config(work / "scale.toml", url=url, prompts=prompts, db=db, concurrency=slots)
+        cfg = write_config(work / "scale.toml", url=urls, prompts=prompts, db=db, concurrency=slots_per_server)
         child = child_result(spawn_build(cfg))
-        eff = efficiency(server_log(url, reset=True), slots)
+        eff = efficiency([entry for url in urls for entry in server_log(url, reset=True)], slots)
     to_real = REAL_DECODE_MS * text_scale / decode_ms
     results["scale"] = {
         **eff, "servers": servers, "slots_per_server": slots_per_server, "text_scale": text_scale,

@@ -13,6 +13,11 @@ costs exactly the same:
 - otherwise text of the length the prompt asks for ("about N words"), ±10%, or 200 words, cut at
   `max_tokens` with `finish_reason = "length"`.
 
+With `--prefix-cache-tokens N` it also has vLLM's automatic prefix caching: the prompt's tokens are
+cut into blocks of 16, each identified by a hash chained over the blocks before it; the leading
+blocks already in an LRU of N tokens' worth of blocks are not charged for prefill (only the rest
+is), and every block of the prompt is then cached. The log records the prefill tokens charged.
+
 A client that hangs up mid-request frees its slot, as vLLM aborts the request; the tokens it had
 already cost are counted. Every request is logged with the task tag of its prompt (`[task N]`):
 GET /stats returns the log, POST /reset clears it.
@@ -29,6 +34,7 @@ import json
 import random
 import re
 import time
+from collections import OrderedDict
 
 _WORDS_ASKED = re.compile(r"about (\d+) (?:more )?words")
 _TAG = re.compile(r"\[task (\d+)\]")
@@ -59,8 +65,36 @@ class Text:
         return " ".join(parts)
 
 
+class PrefixCache:
+    """vLLM-style automatic prefix caching over whitespace tokens: chained block hashes in an LRU."""
+
+    BLOCK = 16
+
+    def __init__(self, capacity_tokens: int):
+        self._capacity = max(1, capacity_tokens // self.BLOCK)
+        self._blocks: OrderedDict[bytes, None] = OrderedDict()
+
+    def admit(self, tokens: list[str]) -> int:
+        """How many leading tokens of this prompt were cached; then cache all of its full blocks."""
+        chained, cached, matching = b"", 0, True
+        for start in range(0, len(tokens) - self.BLOCK + 1, self.BLOCK):
+            chained = hashlib.blake2b(chained + " ".join(tokens[start:start + self.BLOCK]).encode(),
+                                      digest_size=12).digest()
+            if matching and chained in self._blocks:
+                cached += self.BLOCK
+            else:
+                matching = False
+            self._blocks[chained] = None
+            self._blocks.move_to_end(chained)
+        while len(self._blocks) > self._capacity:
+            self._blocks.popitem(last=False)
+        return cached
+
+
 class SimServer:
-    def __init__(self, slots: int, decode_ms: float, prefill_ms: float, model: str = "sim", sections: int = 0):
+    def __init__(self, slots: int, decode_ms: float, prefill_ms: float, model: str = "sim", sections: int = 0,
+                 prefix_cache_tokens: int = 0):
+        self.prefix_cache = PrefixCache(prefix_cache_tokens) if prefix_cache_tokens else None
         self.slots = slots
         self.sections = sections
         self.decode_s = decode_ms / 1000
@@ -76,8 +110,8 @@ class SimServer:
 
     # --- what the "model" answers ----------------------------------------------------------------
 
-    def answer(self, body: dict) -> tuple[str, int, str, str]:
-        """(text, tokens_in, finish_reason, tag) for a chat or completions body."""
+    def answer(self, body: dict) -> tuple[str, int, str, str, int]:
+        """(text, tokens_in, finish_reason, tag, prefill tokens charged) for a chat or completions body."""
         if "messages" in body:
             prompt = "\n".join(str(m.get("content", "")) for m in body["messages"])
             last = str(body["messages"][-1].get("content", ""))
@@ -85,7 +119,9 @@ class SimServer:
             prompt = last = str(body.get("prompt", ""))
         digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).digest()
         tag = _TAG.search(prompt)
-        tokens_in = len(prompt.split())
+        prompt_tokens = prompt.split()
+        tokens_in = len(prompt_tokens)
+        prefill = tokens_in - (self.prefix_cache.admit(prompt_tokens) if self.prefix_cache else 0)
         max_tokens = int(body.get("max_tokens") or 4096)
         asked = [int(n) for n in _WORDS_ASKED.findall(last)]
         schema = (body.get("response_format") or {}).get("json_schema", {}).get("schema") \
@@ -99,7 +135,7 @@ class SimServer:
         finish = "stop"
         if len(words) > max_tokens:
             text, finish = " ".join(words[:max_tokens]), "length"
-        return text, tokens_in, finish, tag.group(1) if tag else ""
+        return text, tokens_in, finish, tag.group(1) if tag else "", prefill
 
     def _fill(self, schema: dict, digest: bytes, words: int) -> object:
         props = schema.get("properties", {})
@@ -158,9 +194,9 @@ class SimServer:
 
     async def complete(self, body: dict, reader: asyncio.StreamReader, chat: bool):
         arrived = time.monotonic()
-        text, tokens_in, finish, tag = self.answer(body)
+        text, tokens_in, finish, tag, prefill = self.answer(body)
         tokens_out = len(text.split())
-        cost = self.cost_s(tokens_in, tokens_out)
+        cost = self.cost_s(prefill, tokens_out)
         async with self._queue:
             started = time.monotonic()
             hangup = asyncio.ensure_future(reader.read(1))
@@ -174,7 +210,8 @@ class SimServer:
             ended = time.monotonic()
         done = 1.0 if not aborted else min(1.0, (ended - started) / cost if cost else 1.0)
         self.log.append({"tag": tag, "arrived": arrived + self._epoch, "started": started + self._epoch,
-                         "ended": ended + self._epoch, "tokens_in": tokens_in, "tokens_out": tokens_out,
+                         "ended": ended + self._epoch, "tokens_in": tokens_in, "prefill_tokens": prefill,
+                         "tokens_out": tokens_out,
                          "cost_s": cost, "done": round(done, 4), "aborted": aborted,
                          "json": "response_format" in body})
         if aborted:
@@ -207,7 +244,8 @@ def _value(spec: dict, byte: int) -> object:
 
 
 async def serve(args: argparse.Namespace) -> None:
-    sim = SimServer(args.slots, args.decode_ms, args.prefill_ms, sections=args.sections)
+    sim = SimServer(args.slots, args.decode_ms, args.prefill_ms, sections=args.sections,
+                    prefix_cache_tokens=args.prefix_cache_tokens)
     server = await asyncio.start_server(sim.handle, "127.0.0.1", args.port, backlog=4096, limit=1 << 16)
     print(f"ready http://127.0.0.1:{args.port}/v1", flush=True)
     async with server:
@@ -221,6 +259,7 @@ def main() -> None:
     parser.add_argument("--decode-ms", type=float, default=1.0, help="per generated token")
     parser.add_argument("--prefill-ms", type=float, default=0.005, help="per prompt token")
     parser.add_argument("--sections", type=int, default=0, help="paragraphs per plan (0: 150-650 words each)")
+    parser.add_argument("--prefix-cache-tokens", type=int, default=0, help="automatic prefix cache size (0: none)")
     args = parser.parse_args()
     try:
         asyncio.run(serve(args))

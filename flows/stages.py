@@ -41,7 +41,8 @@ def register_prompts(session: BuildSession, prompts: list[Prompt], source: str) 
 def judge_panel(session: BuildSession, prompts: list[Prompt], candidates_per_prompt: int | None) -> JudgePanel:
     """The build's judges. With a known number of candidates per prompt, a prompt's pairs are
     judged as soon as its last candidate is written."""
-    panel = JudgePanel(session.engine, session.settings.judges, context_window=session.settings.endpoint.context_window,
+    judges = session.judge_engine
+    panel = JudgePanel(judges, session.settings.judges, context_window=judges.endpoint.context_window,
                        run_id=session.run_id, record=lambda row: session.store.add("judgments", row))
     if candidates_per_prompt:
         for p in prompts:
@@ -159,7 +160,7 @@ async def judge_remaining(panel: JudgePanel) -> None:
 def score_and_select(session: BuildSession, panel: JudgePanel) -> dict:
     summary = score_run(session.store, session.settings, run_id=session.run_id,
                         sample_ids=session.tally.sample_ids, judgment_ids=panel.judgment_ids,
-                        judge_model=session.engine.model).as_dict()
+                        judge_model=session.judge_engine.model).as_dict()
     session.tally.scoring = summary
     return summary
 
@@ -206,7 +207,7 @@ async def lengthen_iteration(session: BuildSession, panel: JudgePanel, items: li
 
     cfg = session.settings
     roles = {role: name for role, (name, _) in adapters.items()}
-    with HFServer({name: path for name, path in adapters.values()}, context_window=cfg.endpoint.context_window) as server:
+    with HFServer({name: path for name, path in adapters.values()}, context_window=cfg.primary.context_window) as server:
         async with session.engine_for(server.endpoint(roles["generator"])) as engine:
             writer = SelfLengthen(engine, cfg.self_lengthen, cfg.generation, seed=cfg.build.seed,
                                   default_words=cfg.agentwrite.default_words, roles=roles, iteration=iteration)

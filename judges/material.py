@@ -55,12 +55,13 @@ def clip(candidate: Candidate, max_tokens: int) -> str:
 
 
 async def ask_judge(engine: Engine, cfg: JudgesConfig, stage: str, content: str, schema: dict,
-                    template: PromptTemplate) -> Completion | RequestFailed:
-    """The judge's answer, or the failure that is stored in its place."""
+                    template: PromptTemplate, subject: Candidate) -> Completion | RequestFailed:
+    """The judge's answer about `subject` (a pair's first candidate), or the failure stored in its place."""
     try:
         return await engine.complete(ChatRequest(
             stage=stage, messages=[{"role": "user", "content": content}], max_tokens=cfg.max_tokens,
-            temperature=cfg.temperature, json_schema=schema, template=template.identity))
+            temperature=cfg.temperature, json_schema=schema, template=template.identity,
+            sample_id=subject.sample_id, prompt_id=subject.prompt_id))
     except RequestFailed as e:
         return e
 

@@ -75,7 +75,7 @@ class PairwiseJudge:
         row = {"judgment_id": self.judgment_id(first, second), "run_id": run_id, "kind": self.kind,
                "judge_model": self._engine.model, "prompt_id": first.prompt_id,
                "sample_id": first.sample_id, "other_sample_id": second.sample_id, "created_at": now()}
-        answer = await ask_judge(self._engine, self._cfg, "judge_pairwise", content, SCHEMA, self._template)
+        answer = await ask_judge(self._engine, self._cfg, "judge_pairwise", content, SCHEMA, self._template, first)
         if isinstance(answer, RequestFailed):
             return failed(row, answer)
         winner, status = parse(answer.text)

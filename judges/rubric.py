@@ -100,7 +100,7 @@ class RubricJudge:
         row = {"judgment_id": self.judgment_id(candidate), "run_id": run_id, "kind": self.kind,
                "judge_model": self._engine.model, "prompt_id": candidate.prompt_id,
                "sample_id": candidate.sample_id, "other_sample_id": None, "created_at": now()}
-        answer = await ask_judge(self._engine, self._cfg, "judge_rubric", content, SCHEMA, self._template)
+        answer = await ask_judge(self._engine, self._cfg, "judge_rubric", content, SCHEMA, self._template, candidate)
         if isinstance(answer, RequestFailed):
             return failed(row, answer)
         ratings, status = parse(answer.text)

@@ -224,7 +224,8 @@ def status(
             raise LongformError(f"{db}: no run {run!r}" if run else f"{db}: no runs yet")
         run_id, name, state, started, finished = runs[0]
         _, [(config_json,)] = read_query(db, f"select config from runs where run_id = '{run_id}'")
-        endpoint = json.loads(config_json).get("endpoint", {})
+        run_config = json.loads(config_json)
+        endpoint = (run_config.get("endpoints") or [run_config.get("endpoint", {})])[0]
         prices = (endpoint.get("price_in_per_mtok"), endpoint.get("price_out_per_mtok"))
         _, [(version,)] = read_query(db, "select max(version) from schema_version")
         if version < 2:
@@ -244,9 +245,27 @@ def status(
                           f"{truncated / requests:.0%}" if requests else "–",
                           ", ".join(f"{k} × {v}" for k, v in errors.items()) or "none", f"{wall:.1f}")
         console.print(table)
+        if version >= 8:
+            _print_endpoints(db, run_id)
         if all(p is not None for p in prices):
             cost = sum(row[4] * prices[0] + row[5] * prices[1] for row in stages) / 1e6
             console.print(f"estimated cost: {cost:,.4f} at {prices[0]:g} in / {prices[1]:g} out per million tokens")
+
+
+def _print_endpoints(db: Path, run_id: str) -> None:
+    from longform.store import read_query
+
+    _, lanes = read_query(db, "select pool, endpoint, state, reason, concurrency, requests, attempts, failed_attempts,"
+                              f" tokens_out, errors, wall_s from endpoint_stats where run_id = '{run_id}'"
+                              " order by pool, endpoint")
+    table = Table("pool", "endpoint", "state", "limit", "requests", "retried attempts", "failed attempts",
+                  "tokens/s", "errors", title="endpoints")
+    for pool, url, state, reason, limit, requests, attempts, failed, t_out, errors, wall in lanes:
+        errors = json.loads(errors) if isinstance(errors, str) else errors
+        table.add_row(pool, url, state + (f" ({reason})" if reason else ""), str(limit), str(requests),
+                      str(attempts - requests), str(failed), f"{t_out / wall:,.1f}" if wall else "–",
+                      ", ".join(f"{k} × {v}" for k, v in errors.items()) or "none")
+    console.print(table)
 
 
 @app.command()

@@ -37,6 +37,9 @@ class BuildConfig(_Section):
     # still in the server's KV cache (llama.cpp keeps one: requests of one sample back to back
     # reuse all but the newest paragraph), and that a killed build leaves few samples half-done.
     max_active_samples: int | None = Field(None, ge=1)
+    # With several endpoints: a sample's requests all go to one server while it is healthy, so its
+    # prefix cache is reused ("affinity", engine/router.py). The others are for comparison.
+    routing: Literal["affinity", "least_loaded", "round_robin"] = "affinity"
 
 
 class EndpointConfig(_Section):
@@ -69,6 +72,10 @@ class EndpointConfig(_Section):
     price_out_per_mtok: float | None = Field(None, ge=0)
     # Embedded server only.
     n_threads: int | None = Field(None, ge=1)
+    # With several endpoints: this one's share of new samples (by capacity; engine/router.py), and
+    # how long it gets no new work after it went down before one request probes it again.
+    weight: float = Field(1.0, gt=0)
+    cooldown_s: float = Field(10.0, gt=0)
 
     @model_validator(mode="after")
     def _check_kind(self) -> "EndpointConfig":
@@ -151,8 +158,10 @@ class WritersConfig(_Section):
 
 
 class JudgesConfig(_Section):
-    # The judges run on the build's endpoint: a sample is judged as soon as it is written, and a
-    # prompt's pairs as soon as its last candidate is.
+    # The judges run on the build's endpoints, or on their own ([[judges.endpoints]], same keys as
+    # [[endpoints]]: e.g. a larger model judging while a small one writes). A sample is judged as
+    # soon as it is written, and a prompt's pairs as soon as its last candidate is.
+    endpoints: list[EndpointConfig] | None = Field(None, min_length=1)
     rubric: bool = False
     pairwise: bool = False
     max_tokens: int = Field(128, ge=16)
@@ -228,9 +237,27 @@ class TrainConfig(_Section):
     lora_target_modules: str | list[str] = "all-linear"
 
 
+def check_pool(endpoints: list[EndpointConfig], where: str) -> None:
+    """One pool serves one model the same way: the request body, and so the cache key, must not
+    depend on which of its servers answers."""
+    first = endpoints[0]
+    for i, ep in enumerate(endpoints[1:], start=2):
+        for name, a, b in (("model", ep.model, first.model), ("json_dialect", ep.dialect, first.dialect),
+                           ("continuation", ep.continuation, first.continuation),
+                           ("context_window", ep.context_window, first.context_window)):
+            if a != b:
+                raise ValueError(f"{where} {i}: {name} {a!r} differs from endpoint 1's {b!r}; the endpoints of one"
+                                 " pool must serve the same model the same way (a different model can judge under"
+                                 " [[judges.endpoints]])")
+    if sum(ep.kind == "embedded" for ep in endpoints) > 1:
+        raise ValueError(f"{where}: more than one embedded endpoint; the embedded server is one local process")
+
+
 class Settings(_Section):
     build: BuildConfig = BuildConfig()
+    # One endpoint ([endpoint]) or a pool of them ([[endpoints]]); the embedded server by default.
     endpoint: EndpointConfig = EndpointConfig()
+    endpoints: list[EndpointConfig] | None = Field(None, min_length=1)
     generation: GenerationConfig = GenerationConfig()
     writers: WritersConfig = WritersConfig()
     agentwrite: AgentWriteConfig = AgentWriteConfig()
@@ -243,11 +270,33 @@ class Settings(_Section):
     export: ExportConfig = ExportConfig()
     train: TrainConfig = TrainConfig()
 
+    @model_validator(mode="after")
+    def _check_pools(self) -> "Settings":
+        if self.endpoints is not None:
+            if "endpoint" in self.model_fields_set:
+                raise ValueError("give [endpoint] or [[endpoints]], not both")
+            check_pool(self.endpoints, "[[endpoints]]")
+        if self.judges.endpoints is not None:
+            check_pool(self.judges.endpoints, "[[judges.endpoints]]")
+        return self
+
+    @property
+    def writer_endpoints(self) -> list[EndpointConfig]:
+        return list(self.endpoints) if self.endpoints else [self.endpoint]
+
+    @property
+    def primary(self) -> EndpointConfig:
+        """The writers' first endpoint: what the pool serves (model, window) and its retry settings."""
+        return self.writer_endpoints[0]
+
     @property
     def active_samples(self) -> int:
         if self.build.max_active_samples:
             return self.build.max_active_samples
-        return 1 if self.endpoint.kind == "embedded" else 4 * self.endpoint.max_concurrency
+        pool = self.writer_endpoints
+        if all(ep.kind == "embedded" for ep in pool):
+            return 1
+        return 4 * sum(ep.max_concurrency for ep in pool)
 
     def snapshot(self) -> dict:
         """The config as stored with a run. Holds no secrets: keys are referenced by env var name."""
@@ -281,7 +330,9 @@ def parse_settings(raw: dict, source: str = "<config>") -> Settings:
 def describe_error(e: ValidationError) -> str:
     err = e.errors()[0]
     loc = [str(part) for part in err["loc"]]
-    where = f"[{loc[0]}] {'.'.join(loc[1:])}" if len(loc) > 1 else (loc[0] if loc else "")
+    # List items are numbered from 1, as a user counts [[endpoints]] tables: "[endpoints] #2.base_url".
+    rest = ".".join(f"#{int(part) + 1}" if part.isdigit() else part for part in loc[1:])
+    where = f"[{loc[0]}] {rest}" if len(loc) > 1 else (loc[0] if loc else "")
     if err["type"] == "extra_forbidden":
         return f"unknown key {where}".rstrip()
     msg = err["msg"].removeprefix("Value error, ")

@@ -8,7 +8,7 @@ here and lives only in memory.
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
@@ -29,6 +29,10 @@ class Endpoint:
     # "none". `render_chat` renders messages up to the assistant's turn, for "completions".
     continuation: str = "continue_final_message"
     render_chat: Callable[[list[dict]], str] | None = field(default=None, repr=False, compare=False)
+    # Requests in flight at most (None: the engine's default), and its share of new samples
+    # relative to the pool's other endpoints (engine/router.py).
+    concurrency: int | None = None
+    weight: float = 1.0
 
 
 @contextmanager
@@ -40,7 +44,8 @@ def open_endpoint(cfg: EndpointConfig) -> Iterator[Endpoint]:
             # llama-cpp-python's chat endpoint cannot continue an assistant message: it closes it
             # and opens a new turn. Its completions endpoint with the chat template applied here can.
             yield Endpoint(server.base_url, cfg.model or MODEL_ALIAS, cfg.dialect, cfg.context_window,
-                           continuation="completions", render_chat=chat_renderer(server.model_path))
+                           continuation="completions", render_chat=chat_renderer(server.model_path),
+                           concurrency=cfg.max_concurrency, weight=cfg.weight)
         return
     api_key = "not-needed"
     if cfg.api_key_env:
@@ -48,4 +53,11 @@ def open_endpoint(cfg: EndpointConfig) -> Iterator[Endpoint]:
         if not api_key:
             raise LongformError(f"[endpoint] api_key_env: environment variable {cfg.api_key_env} is not set")
     yield Endpoint(cfg.base_url, cfg.model, cfg.dialect, cfg.context_window, api_key,
-                   continuation=cfg.continuation)
+                   continuation=cfg.continuation, concurrency=cfg.max_concurrency, weight=cfg.weight)
+
+
+@contextmanager
+def open_pool(cfgs: list[EndpointConfig]) -> Iterator[list[Endpoint]]:
+    """Every endpoint of a pool, open together (the embedded one started), closed together."""
+    with ExitStack() as stack:
+        yield [stack.enter_context(open_endpoint(cfg)) for cfg in cfgs]

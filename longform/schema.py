@@ -258,6 +258,37 @@ MIGRATIONS: list[str] = [
         created_at TIMESTAMPTZ NOT NULL
     );
     """,
+    # v8: fleets. Requests name their sample, prompt, section and endpoint; long message texts are
+    # stored once, in chunks keyed by their hash (`texts`), instead of a copy of the whole text so far
+    # in every request (which grew with the square of a sample's sections). Rows written before v8
+    # keep their full request JSON, and the cache (key + response) is untouched.
+    """
+    ALTER TABLE requests ADD COLUMN sample_id VARCHAR;
+    ALTER TABLE requests ADD COLUMN prompt_id VARCHAR;
+    ALTER TABLE requests ADD COLUMN section INTEGER;
+    ALTER TABLE requests ADD COLUMN endpoint VARCHAR;   -- base URL of the server that answered, no credentials
+    CREATE TABLE texts (
+        hash VARCHAR PRIMARY KEY,           -- blake2b-128 of the text, hex
+        text VARCHAR NOT NULL
+    );
+    CREATE TABLE endpoint_stats (
+        run_id VARCHAR NOT NULL,
+        pool VARCHAR NOT NULL,              -- writers | judges
+        endpoint VARCHAR NOT NULL,
+        state VARCHAR NOT NULL,             -- up | down | probing
+        reason VARCHAR,                     -- why it is down
+        concurrency INTEGER NOT NULL,       -- the adaptive limit now
+        requests INTEGER NOT NULL,
+        attempts INTEGER NOT NULL,
+        failed_attempts INTEGER NOT NULL,
+        tokens_in BIGINT NOT NULL,
+        tokens_out BIGINT NOT NULL,
+        errors JSON NOT NULL,
+        wall_s DOUBLE NOT NULL,
+        updated_at TIMESTAMPTZ NOT NULL,
+        PRIMARY KEY (run_id, pool, endpoint)
+    );
+    """,
 ]
 
 LATEST = len(MIGRATIONS)
@@ -266,7 +297,9 @@ LATEST = len(MIGRATIONS)
 APPEND_TABLES: dict[str, tuple[str, ...]] = {
     "prompts": ("prompt_id", "instruction", "target_words", "meta", "source", "created_at"),
     "requests": ("request_id", "key", "run_id", "stage", "model", "request", "response_text", "finish_reason",
-                 "tokens_in", "tokens_out", "latency_s", "attempts", "error", "created_at"),
+                 "tokens_in", "tokens_out", "latency_s", "attempts", "error", "created_at", "sample_id", "prompt_id",
+                 "section", "endpoint"),
+    "texts": ("hash", "text"),
     "samples": ("sample_id", "prompt_id", "run_id", "writer", "model", "sample_index", "text", "words",
                 "length_counter", "required_words", "required_source", "length_score", "n_sections",
                 "plan_source", "tokens_out", "created_at"),

@@ -12,15 +12,17 @@ import statistics
 import time
 import uuid
 from collections import Counter
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import ExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import AsyncIterator, Iterator
 
 from longform.config import Settings
-from longform.endpoint import Endpoint, open_endpoint
+from longform.endpoint import Endpoint, open_pool
 from longform.engine import Engine
 from longform.engine.breaker import ErrorRateBreaker
+from longform.engine.health import EndpointHealth
 from longform.engine.retry import RetryPolicy
 from longform.errors import LongformError
 from longform.progress import reporter
@@ -48,12 +50,13 @@ class StageFailed(LongformError):
 
 class BuildSession:
     def __init__(self, settings: Settings, run_id: str, store: Store, engine: Engine,
-                 resumed: list[tuple[str, str]]):
+                 resumed: list[tuple[str, str]], judge_engine: Engine | None = None):
         self.settings = settings
         self.run_id = run_id
         self.resumed = resumed
         self.store = store
         self.engine = engine
+        self.judge_engine = judge_engine or engine
         self.tally = Tally()
         self.active_samples = asyncio.Semaphore(settings.active_samples)
         self._started = time.monotonic()
@@ -87,6 +90,13 @@ class BuildSession:
 
     def publish_stats(self) -> None:
         self.store.put_run_stats(self.run_id, {stage: s.as_row() for stage, s in list(self.engine.stats.items())})
+        self.store.put_endpoint_stats(self.run_id, self.endpoint_rows())
+
+    def endpoint_rows(self) -> list[dict]:
+        pools = [("writers", self.engine)]
+        if self.judge_engine is not self.engine:
+            pools.append(("judges", self.judge_engine))
+        return [{"pool": pool, "endpoint": lane.name, **lane.as_row()} for pool, engine in pools for lane in engine.lanes]
 
     async def publish_stats_every(self, seconds: float) -> None:
         while True:
@@ -114,7 +124,11 @@ class BuildSession:
             "tokens_out": totals.tokens_out,
             "truncated": totals.truncated,
             "request_errors": dict(totals.errors),
-            "lowest_concurrency": self.engine.limiter.lowest,
+            "lowest_concurrency": self.engine.lowest_concurrency,
+            "endpoints": {f"{row['pool']} {row['endpoint']}": {k: row[k] for k in ("state", "requests", "tokens_out",
+                                                                                 "failed_attempts", "reason")}
+                          for row in self.endpoint_rows()},
+            "spilled_samples": self.engine.router.spilled,
             "wall_s": round(time.monotonic() - self._started, 2),
             "scoring": self.tally.scoring,
             "failed_stage": self.tally.failed_stage,
@@ -125,11 +139,36 @@ class BuildSession:
         }
 
 
-def new_engine(settings: Settings, endpoint: Endpoint, store: Store, run_id: str, concurrency: int) -> Engine:
-    ep = settings.endpoint
-    return Engine(endpoint, store, run_id=run_id, concurrency=concurrency, timeout_s=ep.timeout_s,
+def new_engine(settings: Settings, endpoints: Endpoint | list[Endpoint], store: Store, run_id: str,
+               concurrency: int | None = None) -> Engine:
+    """An engine over `endpoints` with the writers' first endpoint's retry, breaker and health settings."""
+    ep = settings.primary
+    return Engine(endpoints, store, run_id=run_id, concurrency=concurrency, timeout_s=ep.timeout_s,
                   retry=RetryPolicy(ep.max_attempts, ep.max_rate_limit_waits, ep.backoff_base_s, ep.backoff_max_s),
-                  breaker=ErrorRateBreaker(ep.error_window, ep.max_error_rate))
+                  breaker=ErrorRateBreaker(ep.error_window, ep.max_error_rate),
+                  health=partial(EndpointHealth, window=ep.error_window, max_rate=ep.max_error_rate,
+                                 cooldown_s=ep.cooldown_s), routing=settings.build.routing)
+
+
+@asynccontextmanager
+async def _engines(settings: Settings, store: Store, run_id: str) -> AsyncIterator[tuple[Engine, Engine]]:
+    """The writers' engine and the judges' (the same one unless [[judges.endpoints]] is set), checked."""
+    with ExitStack() as stack:
+        engine = new_engine(settings, stack.enter_context(open_pool(settings.writer_endpoints)), store, run_id)
+        judge_engine = engine
+        if settings.judges.endpoints:
+            judge_engine = new_engine(settings, stack.enter_context(open_pool(settings.judges.endpoints)),
+                                      store, run_id)
+            judge_engine.stats = engine.stats  # one set of per-stage counters for the run
+        try:
+            await engine.check()
+            if judge_engine is not engine:
+                await judge_engine.check()
+            yield engine, judge_engine
+        finally:
+            await engine.close()
+            if judge_engine is not engine:
+                await judge_engine.close()
 
 
 def new_run_id() -> str:
@@ -150,12 +189,9 @@ async def build_session(settings: Settings, *, prompts_path: Path | None,
             reporter().note(f"resuming interrupted run {old_run} ({name}): answered requests come from the cache")
         store.start_run(run_id, settings.build.name, settings.snapshot(),
                         str(prompts_path) if prompts_path else None, prefect_flow_run_id)
-        ep = settings.endpoint
-        with open_endpoint(ep) as endpoint:
-            engine = new_engine(settings, endpoint, store, run_id, ep.max_concurrency)
+        async with _engines(settings, store, run_id) as (engine, judge_engine):
             try:
-                await engine.check()
-                session = BuildSession(settings, run_id, store, engine, resumed)
+                session = BuildSession(settings, run_id, store, engine, resumed, judge_engine)
                 publisher = asyncio.create_task(session.publish_stats_every(2.0))
                 try:
                     yield session
@@ -166,8 +202,6 @@ async def build_session(settings: Settings, *, prompts_path: Path | None,
             except (Interrupted, KeyboardInterrupt, asyncio.CancelledError):
                 status = "interrupted"
                 raise
-            finally:
-                await engine.close()
     finally:
         try:
             store.finish_run(run_id, status, session.summary() if session else {})

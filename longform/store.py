@@ -30,6 +30,7 @@ from typing import Any, Iterable
 import duckdb
 import pyarrow as pa
 
+from longform import chunked_text
 from longform.errors import LongformError
 from longform.live_reads import LiveReadError, QueryServer, ask_writer
 from longform.prompts import Prompt
@@ -60,6 +61,7 @@ class Store:
         # Keys of stored answers, loaded on the first lookup: a miss (every request of a new build)
         # then costs a set lookup instead of a query.
         self._answered: set[str] | None = None
+        self._texts_written: set[str] = set()
         # The batch being committed in the background: its answers (still cache hits) and journal segment.
         self._committing: Future | None = None
         self._committing_answers: dict[str, dict[str, Any]] = {}
@@ -148,6 +150,15 @@ class Store:
         if rows:
             self._con.executemany("INSERT OR REPLACE INTO run_stats VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
+    def put_endpoint_stats(self, run_id: str, endpoints: list[dict]) -> None:
+        """Replace the run's per-endpoint counters and states (totals so far)."""
+        rows = [[run_id, e["pool"], e["endpoint"], e["state"], e["reason"] or None, e["concurrency"], e["requests"],
+                 e["attempts"], e["failed_attempts"], e["tokens_in"], e["tokens_out"], json.dumps(e["errors"]),
+                 e["wall_s"], now()] for e in endpoints]
+        if rows:
+            self._con.executemany("INSERT OR REPLACE INTO endpoint_stats VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                  rows)
+
     def finish_run(self, run_id: str, status: str, summary: dict) -> None:
         self.flush()
         self._con.execute(
@@ -186,6 +197,34 @@ class Store:
         if (sum(map(len, self._pending.values())) >= self._batch_rows
                 or time.monotonic() - self._last_flush >= self._flush_interval_s):
             self._commit_in_background()
+
+    def add_request(self, row: dict[str, Any], body: dict[str, Any]) -> None:
+        """A `requests` row; its long message texts go to `texts` once (chunked_text.py)."""
+        self.add("requests", {**row, "request": chunked_text.compact(body, self._add_text)})
+
+    def _add_text(self, digest: str, text: str) -> None:
+        # Insert-if-absent makes a repeat harmless; the set only saves journal and batch work. It is
+        # emptied when large (a rebuild of the next few chunks costs less than unbounded memory).
+        if digest in self._texts_written:
+            return
+        if len(self._texts_written) >= 2_000_000:
+            self._texts_written.clear()
+        self._texts_written.add(digest)
+        self.add("texts", {"hash": digest, "text": text})
+
+    def request_document(self, request_id: str) -> dict[str, Any] | None:
+        """A stored request as it was sent (its texts put back), with the row's provenance."""
+        if not self.read_only:
+            self.flush()
+        found = self._con.execute("SELECT request FROM requests WHERE request_id = ?", [request_id]).fetchone()
+        if found is None:
+            return None
+        doc = json.loads(found[0])
+        hashes = chunked_text.refs(doc)
+        texts = {}
+        if hashes:
+            texts = {h: row["text"] for h, row in self.rows_by_key("texts", hashes).items()}
+        return chunked_text.expand(doc, texts)
 
     def add_many(self, table: str, rows: Iterable[dict[str, Any]]) -> None:
         for row in rows:

@@ -58,6 +58,9 @@ class FaultServer:
         self.realistic = realistic
         self.delay_s = delay_s
         self.script: deque[dict] = deque()
+        # What to do when the script is empty (None: answer); e.g. status(500) for a broken server.
+        self.fallback: dict | None = None
+        self.dead = False
         self.received: list[dict] = []
         self.authorization: list[str] = []
         self.arrivals: list[float] = []
@@ -80,6 +83,13 @@ class FaultServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if not self.dead:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+
+    def kill(self) -> None:
+        """Die as a crashed server does: requests in flight are cut off, new connections refused."""
+        self.dead = True
         self._httpd.shutdown()
         self._httpd.server_close()
 
@@ -90,6 +100,8 @@ class FaultServer:
             self.arrivals.append(time.monotonic())
             if self.script:
                 return self.script.popleft()
+            if self.fallback is not None:
+                return self.fallback
         return writer_answer(body) if self.realistic else ok()
 
     def _handler(self):
@@ -134,7 +146,7 @@ class FaultServer:
                 if b["kind"] == "model":
                     b = writer_answer(body)
                 kind = b["kind"]
-                if kind == "reset":
+                if kind == "reset" or server.dead:
                     self.connection.shutdown(socket.SHUT_RDWR)
                     self.close_connection = True
                     return

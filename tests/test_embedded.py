@@ -94,6 +94,6 @@ def test_continuing_an_assistant_prefix(embedded, store):
     # What comes back follows the prefix; it does not start a new answer.
     assert "7" in answer.text and not answer.text.lstrip().startswith("The first")
     store.flush()
-    [(request,)] = store.query("select request from requests where stage = 'continue'")[1]
-    sent = json.loads(request)
+    [(request_id,)] = store.query("select request_id from requests where stage = 'continue'")[1]
+    sent = store.request_document(request_id)
     assert sent["prompt"].endswith("<|im_start|>assistant\n" + prefix) and "messages" not in sent

@@ -32,6 +32,16 @@ def _write(tmp_path: Path, name: str, text: str | bytes) -> Path:
     ("[endpoint]\nkind = 'openai'\n", "needs base_url"),
     ("[endpoint]\napi_key = 'sk-123'\n", "unknown key [endpoint] api_key"),
     ("[build\nname = 1\n", "invalid TOML"),
+    ("[endpoint]\nkind = 'openai'\nbase_url = 'http://a/v1'\n[[endpoints]]\nkind = 'openai'\nbase_url = 'http://b/v1'\n",
+     "give [endpoint] or [[endpoints]], not both"),
+    ("[[endpoints]]\nkind = 'openai'\nbase_url = 'http://a/v1'\nmodel = 'x'\n"
+     "[[endpoints]]\nkind = 'openai'\nbase_url = 'http://b/v1'\nmodel = 'y'\n",
+     "[[endpoints]] 2: model 'y' differs from endpoint 1's 'x'"),
+    ("[[endpoints]]\nkind = 'openai'\nbase_url = 'http://a/v1'\n[[endpoints]]\nkind = 'openai'\n",
+     "[endpoints] #2: kind = \"openai\" needs base_url"),
+    ("[[endpoints]]\nkind = 'openai'\nbase_url = 'http://a/v1'\nweight = 0\n",
+     "[endpoints] #1.weight: Input should be greater than 0"),
+    ("[build]\nrouting = 'random'\n", "[build] routing: Input should be 'affinity', 'least_loaded' or 'round_robin'"),
 ])
 def test_bad_config_names_the_key(tmp_path, toml, message):
     path = _write(tmp_path, "c.toml", toml)

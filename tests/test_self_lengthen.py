@@ -59,7 +59,7 @@ def test_one_real_extension_round(embedded, store):
     assert ext["words_before"] == parent["words_after"]
     assert ext["accepted"] == (ext["words_after"] > ext["words_before"])
     store.flush()
-    sent = [json.loads(r[0]) for r in store.query("select request from requests where stage = 'sl_extend_1'")[1]]
+    sent = [store.request_document(r[0]) for r in store.query("select request_id from requests where stage = 'sl_extend_1'")[1]]
     # The extender continued its own enriched text: a completions request ending in that prefix.
     assert len(sent) == 1 and "prompt" in sent[0]
     prefix = sent[0]["prompt"].split("<|im_start|>assistant\n")[-1]

@@ -112,6 +112,7 @@ class AgentWrite:
 
     def __init__(self, engine: Engine, cfg: AgentWriteConfig, generation: GenerationConfig, *, seed: int):
         self._engine = engine
+        self._sample_ids: dict[tuple[str, int], str] = {}
         self._cfg = cfg
         self._gen = generation
         self._seed = seed
@@ -137,9 +138,13 @@ class AgentWrite:
         return self._engine.model
 
     def sample_id(self, prompt: Prompt, sample_index: int) -> str:
-        material = [self.fingerprint(), prompt.prompt_id, prompt.instruction, prompt.target_words, sample_index]
-        digest = hashlib.sha256(json.dumps(material, sort_keys=True, ensure_ascii=False).encode("utf-8"))
-        return "s-" + digest.hexdigest()[:20]
+        # Asked for on every request (it is the routing key): computed once per sample.
+        known = self._sample_ids.get((prompt.prompt_id, sample_index))
+        if known is None:
+            material = [self.fingerprint(), prompt.prompt_id, prompt.instruction, prompt.target_words, sample_index]
+            digest = hashlib.sha256(json.dumps(material, sort_keys=True, ensure_ascii=False).encode("utf-8"))
+            known = self._sample_ids[(prompt.prompt_id, sample_index)] = "s-" + digest.hexdigest()[:20]
+        return known
 
     async def write(self, prompt: Prompt, sample_index: int) -> Draft | WriteFailure:
         sample_id = self.sample_id(prompt, sample_index)
@@ -160,7 +165,7 @@ class AgentWrite:
     async def _plan(self, prompt: Prompt, sample_index: int, required: int,
                     meter: "_Meter") -> tuple[list[Step], str] | WriteFailure:
         content = self._plan_template.render(instruction=prompt.instruction, words=required)
-        answer = await self._ask("plan", content, self._cfg.plan_max_tokens, sample_index,
+        answer = await self._ask("plan", content, self._cfg.plan_max_tokens, prompt, sample_index,
                                  self._plan_template, json_schema=PLAN_SCHEMA if self._structured else None,
                                  words_left=required)
         meter.observe_prompt(content, answer)
@@ -190,7 +195,8 @@ class AgentWrite:
                                main_point=step.main_point, words=max(words, 1))
                 content = meter.fit(fill, prior, max_tokens)
                 words_left = sum(s.words for s in steps[idx:]) - written
-                answer = await self._ask("write", content, max_tokens, sample_index, template, words_left=words_left)
+                answer = await self._ask("write", content, max_tokens, prompt, sample_index, template,
+                                         words_left=words_left, section=idx)
                 meter.observe_prompt(content, answer)
                 piece = strip_label(answer.text)
                 meter.observe_text(piece, answer)
@@ -211,9 +217,9 @@ class AgentWrite:
             sections.append(Section(idx, step.main_point, step.words, text, continuations, finish, tokens_out))
         return sections
 
-    async def _ask(self, stage: str, content: str, max_tokens: int, sample_index: int,
+    async def _ask(self, stage: str, content: str, max_tokens: int, prompt: Prompt, sample_index: int,
                    template: templates.PromptTemplate, json_schema: dict | None = None,
-                   words_left: int = 0) -> Completion:
+                   words_left: int = 0, section: int | None = None) -> Completion:
         return await self._engine.complete(ChatRequest(
             stage=stage,
             messages=[{"role": "user", "content": content}],
@@ -226,6 +232,9 @@ class AgentWrite:
             template=template.identity,
             # The sample with the most left to write goes first (see engine/throttle.py).
             priority=-words_left,
+            sample_id=self.sample_id(prompt, sample_index),
+            prompt_id=prompt.prompt_id,
+            section=section,
         ))
 
 

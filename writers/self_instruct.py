@@ -60,7 +60,7 @@ class SelfInstruct:
         while len(kept) < self._cfg.n and attempt < self._cfg.max_attempts:
             # A batch as wide as the endpoint's concurrency is written at once; candidates are then
             # checked in attempt order, so which one is kept as the original does not depend on timing.
-            size = min(self._engine.limiter.ceiling, self._cfg.max_attempts - attempt)
+            size = min(sum(lane.limiter.ceiling for lane in self._engine.lanes), self._cfg.max_attempts - attempt)
             answers = await asyncio.gather(*(self._candidate(pool, attempt + k) for k in range(size)))
             for k, (text, key) in enumerate(answers):
                 if len(kept) >= self._cfg.n:

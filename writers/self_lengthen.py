@@ -125,6 +125,7 @@ class SelfLengthen:
         """`roles`: the served model of each role ("generator", "extender") when they are not the
         endpoint's own model, as after retraining; `iteration`: the macro iteration this writes."""
         self._engine = engine
+        self._sample_ids: dict[tuple[str, int], str] = {}
         self._roles = roles or {}
         self.iteration = iteration
         self._cfg = cfg
@@ -148,9 +149,13 @@ class SelfLengthen:
         return f"generator={self._roles['generator']};extender={self._roles['extender']}"
 
     def sample_id(self, prompt: Prompt, sample_index: int) -> str:
-        material = [self.fingerprint(), prompt.prompt_id, prompt.instruction, prompt.target_words, sample_index]
-        digest = hashlib.sha256(json.dumps(material, sort_keys=True, ensure_ascii=False).encode("utf-8"))
-        return "s-" + digest.hexdigest()[:20]
+        # Asked for on every request (it is the routing key): computed once per sample.
+        known = self._sample_ids.get((prompt.prompt_id, sample_index))
+        if known is None:
+            material = [self.fingerprint(), prompt.prompt_id, prompt.instruction, prompt.target_words, sample_index]
+            digest = hashlib.sha256(json.dumps(material, sort_keys=True, ensure_ascii=False).encode("utf-8"))
+            known = self._sample_ids[(prompt.prompt_id, sample_index)] = "s-" + digest.hexdigest()[:20]
+        return known
 
     async def write(self, prompt: Prompt, sample_index: int) -> Lengthened | WriteFailure:
         sample_id = self.sample_id(prompt, sample_index)
@@ -159,14 +164,14 @@ class SelfLengthen:
         tokens_out = 0
         stage = "generate"
         try:
-            first = await self._ask("sl_generate", sample_index, self._t["generate"].render(instruction=prompt.instruction),
+            first = await self._ask("sl_generate", prompt, sample_index, self._t["generate"].render(instruction=prompt.instruction),
                                     self._t["generate"], self._cfg.generator_max_tokens)
             tokens_out += first.tokens_out
             steps.append(self._step(sample_id, None, 0, "generator", first.text, 0, first.finish_reason, accept=True))
             if first.truncated:
                 # Truncation is an opportunity: continue where the generator stopped.
                 stage = "continuation"
-                more = await self._ask("sl_continue", sample_index,
+                more = await self._ask("sl_continue", prompt, sample_index,
                                        self._t["generate"].render(instruction=prompt.instruction), self._t["generate"],
                                        self._cfg.round_max_tokens, prefix=first.text)
                 tokens_out += more.tokens_out
@@ -194,14 +199,14 @@ class SelfLengthen:
         half = split_first_half(current.text)
         enrich_budget = min(self._cfg.round_max_tokens, int(WORDS(half) * 2 * self._cfg.tokens_per_word) + 64)
         enriched = await self._ask(
-            f"sl_enrich_{round_}", sample_index,
+            f"sl_enrich_{round_}", prompt, sample_index,
             self._t["enrich"].render(instruction=quote("INSTRUCTION", prompt.instruction), part=quote("PART", half)),
             self._t["enrich"], enrich_budget)
         kept = keep_two_thirds(enriched.text)
         body = self._t["continue"].render(instruction=prompt.instruction, reference=quote("PREVIOUS ANSWER", current.text))
         # Enough to cover the rest of the outline and then some: aim at 1.5× the current answer.
         rest_budget = int(max(WORDS(current.text) * 1.5 - WORDS(kept), 50) * self._cfg.tokens_per_word) + 64
-        rest = await self._ask(f"sl_extend_{round_}", sample_index, body, self._t["continue"],
+        rest = await self._ask(f"sl_extend_{round_}", prompt, sample_index, body, self._t["continue"],
                                min(self._cfg.round_max_tokens, rest_budget), prefix=kept + "\n\n")
         text = kept + "\n\n" + rest.text.lstrip()
         return (self._candidate(sample_id, current, round_, "extender", text, rest.finish_reason),
@@ -227,12 +232,13 @@ class SelfLengthen:
         return Step(_step_id(sample_id, round_, role), parent, round_, role, text, before, checks, accept,
                     "the generator's answer", finish)
 
-    async def _ask(self, stage: str, sample_index: int, content: str, template: templates.PromptTemplate,
-                   max_tokens: int, prefix: str | None = None) -> Completion:
+    async def _ask(self, stage: str, prompt: Prompt, sample_index: int, content: str,
+                   template: templates.PromptTemplate, max_tokens: int, prefix: str | None = None) -> Completion:
         return await self._engine.complete(ChatRequest(
             stage=stage, messages=[{"role": "user", "content": content}], max_tokens=max_tokens,
             temperature=self._gen.temperature, top_p=self._gen.top_p, seed=self._seed + sample_index,
             sample_index=sample_index, template=template.identity, assistant_prefix=prefix,
+            sample_id=self.sample_id(prompt, sample_index), prompt_id=prompt.prompt_id,
             model=self._roles.get("generator" if stage in ("sl_generate", "sl_continue") else "extender")))
 
 

@@ -1,30 +1,37 @@
 """The engine: the only code that talks to a model.
 
 Writers and judges hand it a `ChatRequest` and await a `Completion`. It answers from the request
-cache when it can; otherwise it sends through one AsyncOpenAI client under the endpoint's adaptive
-concurrency limit, retrying what is transient (retry.py), and records every request that reached
-the network, answered or failed, through the store.
+cache when it can; otherwise it sends to one of its endpoints (router.py: a sample's requests stay
+on one server while it is healthy, so its prefix cache is reused) under that endpoint's adaptive
+concurrency limit, retrying what is transient (retry.py) — on another endpoint when there is one,
+since the failure was that server's — and records every request that reached the network,
+answered or failed, through the store, with the endpoint that answered.
+
+All endpoints of one engine serve the same model: the request body (and so the cache key) does
+not depend on which server answers, and a rerun finds its answers whichever server it lands on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import openai
-from openai.types import Completion as TextCompletion
-from openai.types.chat import ChatCompletion
 
 from longform.endpoint import Endpoint
 from longform import stopping
 from longform.engine.breaker import ErrorRateBreaker
 from longform.engine.cache_key import request_key
+from longform.engine.health import EndpointHealth
 from longform.engine.retry import FINAL, RATE_LIMITED, RetryPolicy, classify, retry_after_s
+from longform.engine.router import Router
 from longform.engine.throttle import AdaptiveLimiter
 from longform.errors import LongformError
 from longform.store import Store, now
@@ -49,6 +56,11 @@ class ChatRequest:
     priority: float = 0.0
     # A served model other than the endpoint's, e.g. one of several LoRA adapters on one server.
     model: str | None = None
+    # Provenance, stored with the request row, and not part of the cache key: the sample this
+    # request writes or judges (also its routing key), its prompt, and the section it writes.
+    sample_id: str | None = None
+    prompt_id: str | None = None
+    section: int | None = None
 
 
 @dataclass(frozen=True)
@@ -92,48 +104,115 @@ class StageStats:
                 "errors": dict(self.errors), "wall_s": round(wall, 3)}
 
 
-class Engine:
-    def __init__(self, endpoint: Endpoint, store: Store, *, run_id: str, concurrency: int,
-                 timeout_s: float, retry: RetryPolicy, breaker: ErrorRateBreaker | None = None):
+def public_url(url: str) -> str:
+    """The base URL without credentials (user:password@), as stored and shown."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    return urlunsplit((parts.scheme, host + (f":{parts.port}" if parts.port else ""), parts.path, parts.query, ""))
+
+
+class Lane:
+    """One endpoint of an engine: its client, concurrency limit, health and counters."""
+
+    def __init__(self, index: int, endpoint: Endpoint, *, concurrency: int, timeout_s: float,
+                 health: EndpointHealth):
+        self.index = index
         self.endpoint = endpoint
-        self.model = endpoint.model
-        self._store = store
-        self._run_id = run_id
-        self._retry = retry
-        self._breaker = breaker or ErrorRateBreaker(window=0, max_rate=1.0)
+        self.name = public_url(endpoint.base_url)
+        self.weight = endpoint.weight
         self.limiter = AdaptiveLimiter(concurrency)
-        self.stats: dict[str, StageStats] = {}
-        self.started = time.monotonic()
+        self.health = health
+        self.stats = StageStats()
+        self.failed_attempts = 0
         # The engine owns its retries, so the client's own are off. The aiohttp transport: with
         # hundreds of requests in flight, httpx's connection pool costs more CPU than the rest of
         # the engine (benchmarks/engine_efficiency.py).
-        self._client = openai.AsyncOpenAI(
+        self.client = openai.AsyncOpenAI(
             base_url=endpoint.base_url, api_key=endpoint.api_key, max_retries=0,
             timeout=httpx.Timeout(timeout_s, connect=min(10.0, timeout_s)),
             http_client=openai.DefaultAioHttpClient(),
         )
 
+    def load(self) -> int:
+        return self.limiter.in_flight + self.limiter.waiting
+
+    def available(self) -> bool:
+        return self.health.available()
+
+    def healthy(self) -> bool:
+        return self.health.healthy
+
+    def as_row(self) -> dict:
+        return {**self.stats.as_row(), "failed_attempts": self.failed_attempts, "state": self.health.state,
+                "reason": self.health.reason, "concurrency": self.limiter.limit}
+
+
+class Engine:
+    def __init__(self, endpoints: Endpoint | Sequence[Endpoint], store: Store, *, run_id: str, timeout_s: float,
+                 retry: RetryPolicy, concurrency: int | None = None, breaker: ErrorRateBreaker | None = None,
+                 health: type[EndpointHealth] | Any = EndpointHealth, routing: str = "affinity"):
+        endpoints = [endpoints] if isinstance(endpoints, Endpoint) else list(endpoints)
+        if not endpoints:
+            raise ValueError("an engine needs at least one endpoint")
+        self.lanes = [Lane(i, ep, concurrency=ep.concurrency or concurrency or 1, timeout_s=timeout_s, health=health())
+                      for i, ep in enumerate(endpoints)]
+        self.router = Router(self.lanes, routing)
+        self.endpoint = endpoints[0]   # what the pool serves: model, dialect, window (the same on each)
+        self.model = self.endpoint.model
+        self._store = store
+        self._run_id = run_id
+        self._retry = retry
+        self._breaker = breaker or ErrorRateBreaker(window=0, max_rate=1.0)
+        self.stats: dict[str, StageStats] = {}
+        self.started = time.monotonic()
+
+    @property
+    def limiter(self) -> AdaptiveLimiter:
+        """The first endpoint's limiter (the only one of a single-endpoint engine)."""
+        return self.lanes[0].limiter
+
+    @property
+    def lowest_concurrency(self) -> int:
+        return min(lane.limiter.lowest for lane in self.lanes)
+
     async def check(self) -> None:
-        """Fail fast, with the URL, if the endpoint is down or the model is not served."""
+        """Fail fast, with the URL, if no endpoint answers or one serves another model than the rest.
+
+        An endpoint that cannot be reached starts down (probed after its cool-down) as long as
+        another one answers: one dead node should not stop a fleet from starting.
+        """
+        results = await asyncio.gather(*(self._served(lane) for lane in self.lanes))
+        unreachable = [(lane, error) for lane, (served, error) in zip(self.lanes, results) if served is None]
+        if len(unreachable) == len(self.lanes):
+            raise LongformError("; ".join(f"{lane.name}: endpoint not usable ({error})" for lane, error in unreachable))
+        for lane, error in unreachable:
+            for _ in range(3):
+                lane.health.failed(error)
+        for lane, (served, _) in zip(self.lanes, results):
+            if served is None:
+                continue
+            if self.model is None:
+                if len(served) != 1:
+                    raise LongformError(f"{lane.name}: serves {served or 'no models'}; set [endpoint] model")
+                self.model = served[0]
+            elif served and self.model not in served:
+                raise LongformError(f"{lane.name}: model {self.model!r} not served"
+                                    f" (available: {', '.join(served)}); every endpoint of a pool must serve it")
+
+    async def _served(self, lane: Lane) -> tuple[list[str] | None, str]:
         try:
-            served = [m.id async for m in self._client.models.list()]
+            return [m.id async for m in lane.client.models.list()], ""
         except (openai.APIConnectionError, openai.APIStatusError) as e:
-            raise LongformError(f"{self.endpoint.base_url}: endpoint not usable ({_describe(e)})") from None
-        if self.model is None:
-            if len(served) != 1:
-                raise LongformError(f"{self.endpoint.base_url}: serves {served or 'no models'};"
-                                    " set [endpoint] model")
-            self.model = served[0]
-        elif served and self.model not in served:
-            raise LongformError(f"{self.endpoint.base_url}: model {self.model!r} not served"
-                                f" (available: {', '.join(served)})")
+            return None, _describe(e)
 
     async def close(self) -> None:
-        await self._client.close()
+        await asyncio.gather(*(lane.client.close() for lane in self.lanes))
 
     def totals(self) -> StageStats:
         total = StageStats()
-        for s in self.stats.values():
+        for s in list(self.stats.values()):
             for name in ("requests", "attempts", "cache_hits", "tokens_in", "tokens_out", "truncated"):
                 setattr(total, name, getattr(total, name) + getattr(s, name))
             total.errors.update(s.errors)
@@ -177,91 +256,113 @@ class Engine:
         started = time.monotonic()
         if stats.first_sent is None:
             stats.first_sent = started
-        response, attempts = await self._send(req, key, body, stats, started)
-        choice = response.choices[0] if response.choices else None
-        text = ((choice.text if "prompt" in body else choice.message.content) or "") if choice else ""
-        finish = choice.finish_reason if choice else None
-        usage = response.usage
-        tokens_in = usage.prompt_tokens if usage else 0
-        tokens_out = usage.completion_tokens if usage else 0
+        answer, attempts, lane = await self._send(req, key, body, stats, started)
+        text, finish, tokens_in, tokens_out = answer
         if not text.strip():
             # Never cached: an empty answer is not an answer, and a rerun should ask again.
-            self._record(req, key, body, stats, started, attempts, error="empty_content",
+            self._record(req, key, body, stats, started, attempts, lane, error="empty_content",
                          detail=f"finish_reason={finish}", tokens=(tokens_in, tokens_out))
             raise RequestFailed(key, "empty_content", f"the model returned no text (finish_reason={finish})")
-        self._record(req, key, body, stats, started, attempts, text=text, finish=finish,
+        self._record(req, key, body, stats, started, attempts, lane, text=text, finish=finish,
                      tokens=(tokens_in, tokens_out))
         return Completion(key, text, finish, tokens_in, tokens_out, cached=False)
 
     async def _send(self, req: ChatRequest, key: str, body: dict, stats: StageStats,
-                    started: float) -> tuple[Any, int]:
-        """(response, HTTP attempts), retrying as retry.py says; a final failure is recorded and raised."""
+                    started: float) -> tuple[tuple[str, str | None, int, int], int, Lane]:
+        """((text, finish, tokens in, tokens out), HTTP attempts, the endpoint that answered),
+        retrying as retry.py says; a final failure is recorded and raised."""
         attempts = rate_waits = 0
+        failed_on: set[int] = set()
         while True:
-            await self.limiter.acquire(req.priority)
+            lane, chosen = self.router.pick(req.sample_id, frozenset(failed_on))
+            if not chosen and attempts:
+                # Nowhere healthy to go: wait as on a single endpoint.
+                await asyncio.sleep(self._retry.backoff(attempts))
+                lane, _ = self.router.pick(req.sample_id, frozenset(failed_on))
+            await lane.limiter.acquire(req.priority)
             if (stop := self._stop_error()) is not None:
-                self.limiter.release()
+                lane.limiter.release()
                 raise stop
             attempts += 1
             stats.attempts += 1
+            lane.stats.attempts += 1
+            lane.health.sending()
+            if lane.stats.first_sent is None:
+                lane.stats.first_sent = time.monotonic()
             try:
-                response = await self._post(body)
+                answer = await self._post(lane, body)
             except Exception as exc:  # classified below; anything unknown is final
-                self.limiter.release()
+                lane.limiter.release()
                 kind, error = classify(exc)
                 if kind == RATE_LIMITED:
-                    self.limiter.on_rate_limited()
+                    lane.limiter.on_rate_limited()
                     rate_waits += 1
                     attempts -= 1  # waiting out load is not a failed attempt
                     if rate_waits <= self._retry.max_rate_limit_waits:
                         await asyncio.sleep(max(retry_after_s(exc) or 0.0, self._retry.backoff(rate_waits)))
                         continue
-                elif kind != FINAL and attempts < self._retry.max_attempts:
-                    await asyncio.sleep(self._retry.backoff(attempts))
-                    continue
-                self._record(req, key, body, stats, started, max(attempts, 1), error=error,
+                elif kind != FINAL:
+                    lane.failed_attempts += 1
+                    lane.health.failed(error)
+                    failed_on.add(lane.index)
+                    if attempts < self._retry.max_attempts:
+                        if len(failed_on) >= len(self.lanes):
+                            await asyncio.sleep(self._retry.backoff(attempts))
+                            failed_on.clear()
+                        continue
+                self._record(req, key, body, stats, started, max(attempts, 1), lane, error=error,
                              detail=_describe(exc))
-                raise RequestFailed(key, error, _describe(exc)) from None
-            self.limiter.release()
-            self.limiter.on_success()
-            return response, attempts
+                raise RequestFailed(key, error, f"{lane.name}: {_describe(exc)}") from None
+            lane.limiter.release()
+            lane.limiter.on_success()
+            lane.health.succeeded()
+            return answer, attempts, lane
 
-    async def _post(self, body: dict) -> Any:
-        # The client's low-level post: `create(**body)` re-validates every message through the SDK's
-        # typed-dict transform, which costs ~2 ms of CPU per request on long prompts (benchmarks/).
+    async def _post(self, lane: Lane, body: dict) -> tuple[str, str | None, int, int]:
+        # The client's low-level post with the raw response: `create(**body)` re-validates every
+        # message through the SDK's typed-dict transform, and building its pydantic response
+        # objects costs about a millisecond per request; neither is needed to read four fields.
         payload = {k: v for k, v in body.items() if k != "extra_body"} | body.get("extra_body", {})
-        if "prompt" in body:
-            return await self._client.post("/completions", body=payload, cast_to=TextCompletion)
-        return await self._client.post("/chat/completions", body=payload, cast_to=ChatCompletion)
+        path = "/completions" if "prompt" in body else "/chat/completions"
+        response = await lane.client.post(path, body=payload, cast_to=httpx.Response)
+        data = json.loads(response.content)
+        choices = data.get("choices") or []
+        choice = choices[0] if choices else {}
+        text = (choice.get("text") if "prompt" in body else (choice.get("message") or {}).get("content")) or ""
+        usage = data.get("usage") or {}
+        return text, choice.get("finish_reason"), usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0
 
     def _stop_error(self) -> LongformError | None:
         """Checked with a slot in hand, just before sending, so nothing queued slips through."""
         if (reason := stopping.stop_reason()) is not None:
             return reason
         if (why := self._breaker.tripped()) is not None:
-            return LongformError(f"{self.endpoint.base_url}: stopping the build, the endpoint looks broken:"
+            where = ", ".join(lane.name for lane in self.lanes)
+            return LongformError(f"{where}: stopping the build, the endpoint looks broken:"
                                  f" {why}; check [endpoint] base_url and model")
         return None
 
     def _record(self, req: ChatRequest, key: str, body: dict, stats: StageStats, started: float,
-                attempts: int, *, text: str | None = None, finish: str | None = None,
+                attempts: int, lane: Lane, *, text: str | None = None, finish: str | None = None,
                 tokens: tuple[int, int] = (0, 0), error: str | None = None, detail: str = "") -> None:
         self._breaker.record(error)
-        stats.last_done = time.monotonic()
-        stats.requests += 1
-        stats.tokens_in += tokens[0]
-        stats.tokens_out += tokens[1]
-        if finish == "length":
-            stats.truncated += 1
-        if error is not None:
-            stats.errors[error] += 1
-        self._store.add("requests", {
-            "request_id": uuid.uuid4().hex, "key": key, "run_id": self._run_id, "stage": req.stage, "model": body["model"],
-            "request": {**body, "sample_index": req.sample_index, "template": req.template},
-            "response_text": text, "finish_reason": finish, "tokens_in": tokens[0],
-            "tokens_out": tokens[1], "latency_s": time.monotonic() - started, "attempts": attempts,
-            "error": None if error is None else f"{error}: {detail}"[:2000], "created_at": now(),
-        })
+        done = time.monotonic()
+        for s in (stats, lane.stats):
+            s.last_done = done
+            s.requests += 1
+            s.tokens_in += tokens[0]
+            s.tokens_out += tokens[1]
+            if finish == "length":
+                s.truncated += 1
+            if error is not None:
+                s.errors[error] += 1
+        self._store.add_request({
+            "request_id": uuid.uuid4().hex, "key": key, "run_id": self._run_id, "stage": req.stage,
+            "model": body["model"], "sample_id": req.sample_id, "prompt_id": req.prompt_id, "section": req.section,
+            "endpoint": lane.name, "response_text": text, "finish_reason": finish, "tokens_in": tokens[0],
+            "tokens_out": tokens[1], "latency_s": done - started, "attempts": attempts,
+            "error": None if error is None else f"{error}: {lane.name}: {detail}"[:2000], "created_at": now(),
+        }, {**body, "sample_index": req.sample_index, "template": req.template})
 
 
 def _response_format(dialect: str, schema: dict[str, Any]) -> dict[str, Any]:

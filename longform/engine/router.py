@@ -51,9 +51,19 @@ def _score(key: str, index: int, weight: float) -> float:
     return -weight / math.log(u)
 
 
+POLICIES = ("affinity", "least_loaded", "round_robin")
+
+
 class Router:
-    def __init__(self, endpoints: Sequence[Routable]):
+    """`policy`: "affinity" (the default, above); "least_loaded" and "round_robin" ignore the sample
+    and exist to measure what affinity saves (benchmarks/fleet_routing.py)."""
+
+    def __init__(self, endpoints: Sequence[Routable], policy: str = "affinity"):
+        if policy not in POLICIES:
+            raise ValueError(f"routing policy {policy!r}: one of {', '.join(POLICIES)}")
         self.endpoints = list(endpoints)
+        self.policy = policy
+        self._turn = 0
         # Sample id → endpoint index. Kept for the whole build (about 100 bytes a sample, 10 MB
         # for 100k samples): the engine does not know when a sample has sent its last request.
         self._pins: dict[str, int] = {}
@@ -68,7 +78,10 @@ class Router:
             # may be probed, then to all, and let the retry policy's backoff pace it.
             fallback = [e for e in self.endpoints if e.available()] or self.endpoints
             return min(fallback, key=lambda e: e.load() / e.weight), False
-        if affinity is None:
+        if self.policy == "round_robin":
+            self._turn += 1
+            return candidates[self._turn % len(candidates)], True
+        if affinity is None or self.policy == "least_loaded":
             return min(candidates, key=lambda e: e.load() / e.weight), True
         pinned = self._pins.get(affinity)
         if pinned is not None:

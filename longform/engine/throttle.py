@@ -27,6 +27,10 @@ class AdaptiveLimiter:
         self._waiting: list[tuple[float, int, asyncio.Future]] = []
         self._order = count()
 
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
     async def acquire(self, priority: float = 0.0) -> None:
         if self.in_flight < self.limit and not self._waiting:
             self.in_flight += 1
