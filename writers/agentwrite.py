@@ -13,8 +13,6 @@ request returns. Everything that fails becomes a `WriteFailure`, never text.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -25,6 +23,7 @@ from typing import Callable
 from judges.length import WORDS, required_words
 from longform.config import AgentWriteConfig, GenerationConfig
 from longform.engine import ChatRequest, Completion, Engine, RequestFailed
+from longform.ids import SampleIds
 from longform.prompts import Prompt
 from longform.store import now
 from longform import templates
@@ -112,7 +111,7 @@ class AgentWrite:
 
     def __init__(self, engine: Engine, cfg: AgentWriteConfig, generation: GenerationConfig, *, seed: int):
         self._engine = engine
-        self._sample_ids: dict[tuple[str, int], str] = {}
+        self._sample_ids = SampleIds(self.fingerprint)
         self._cfg = cfg
         self._gen = generation
         self._seed = seed
@@ -138,13 +137,7 @@ class AgentWrite:
         return self._engine.model
 
     def sample_id(self, prompt: Prompt, sample_index: int) -> str:
-        # Asked for on every request (it is the routing key): computed once per sample.
-        known = self._sample_ids.get((prompt.prompt_id, sample_index))
-        if known is None:
-            material = [self.fingerprint(), prompt.prompt_id, prompt.instruction, prompt.target_words, sample_index]
-            digest = hashlib.sha256(json.dumps(material, sort_keys=True, ensure_ascii=False).encode("utf-8"))
-            known = self._sample_ids[(prompt.prompt_id, sample_index)] = "s-" + digest.hexdigest()[:20]
-        return known
+        return self._sample_ids(prompt, sample_index)
 
     async def write(self, prompt: Prompt, sample_index: int) -> Draft | WriteFailure:
         sample_id = self.sample_id(prompt, sample_index)

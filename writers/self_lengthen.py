@@ -20,7 +20,6 @@ Every step — generator output, continuation, each round's candidate, accepted 
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import random
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from judges.material import quote
 from longform import templates
 from longform.config import GenerationConfig, SelfLengthenConfig
 from longform.engine import ChatRequest, Completion, Engine, RequestFailed
+from longform.ids import SampleIds
 from longform.prompts import Prompt
 from longform.store import now
 from writers.agentwrite import WriteFailure, required_length
@@ -125,7 +125,7 @@ class SelfLengthen:
         """`roles`: the served model of each role ("generator", "extender") when they are not the
         endpoint's own model, as after retraining; `iteration`: the macro iteration this writes."""
         self._engine = engine
-        self._sample_ids: dict[tuple[str, int], str] = {}
+        self._sample_ids = SampleIds(self.fingerprint)
         self._roles = roles or {}
         self.iteration = iteration
         self._cfg = cfg
@@ -149,13 +149,7 @@ class SelfLengthen:
         return f"generator={self._roles['generator']};extender={self._roles['extender']}"
 
     def sample_id(self, prompt: Prompt, sample_index: int) -> str:
-        # Asked for on every request (it is the routing key): computed once per sample.
-        known = self._sample_ids.get((prompt.prompt_id, sample_index))
-        if known is None:
-            material = [self.fingerprint(), prompt.prompt_id, prompt.instruction, prompt.target_words, sample_index]
-            digest = hashlib.sha256(json.dumps(material, sort_keys=True, ensure_ascii=False).encode("utf-8"))
-            known = self._sample_ids[(prompt.prompt_id, sample_index)] = "s-" + digest.hexdigest()[:20]
-        return known
+        return self._sample_ids(prompt, sample_index)
 
     async def write(self, prompt: Prompt, sample_index: int) -> Lengthened | WriteFailure:
         sample_id = self.sample_id(prompt, sample_index)

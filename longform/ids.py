@@ -1,0 +1,27 @@
+"""Deterministic ids, so a rerun of the same work finds the same rows."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Callable
+
+from longform.prompts import Prompt
+
+
+class SampleIds:
+    """A writer's sample ids: a hash of its fingerprint (everything besides the prompt that shapes a
+    sample), the prompt and the sample index. Computed once per sample: every request asks for it
+    (it is the routing key and the request's provenance)."""
+
+    def __init__(self, fingerprint: Callable[[], dict]):
+        self._fingerprint = fingerprint
+        self._known: dict[tuple[str, int], str] = {}
+
+    def __call__(self, prompt: Prompt, sample_index: int) -> str:
+        known = self._known.get((prompt.prompt_id, sample_index))
+        if known is None:
+            material = [self._fingerprint(), prompt.prompt_id, prompt.instruction, prompt.target_words, sample_index]
+            digest = hashlib.sha256(json.dumps(material, sort_keys=True, ensure_ascii=False).encode("utf-8"))
+            known = self._known[(prompt.prompt_id, sample_index)] = "s-" + digest.hexdigest()[:20]
+        return known
