@@ -216,10 +216,10 @@ class Store:
         """A stored request as it was sent (its texts put back), with the row's provenance."""
         if not self.read_only:
             self.flush()
-        found = self._con.execute("SELECT request FROM requests WHERE request_id = ?", [request_id]).fetchone()
-        if found is None:
+        found = self._con.execute("SELECT request FROM requests WHERE request_id = ?", [request_id]).fetchall()
+        if not found:
             return None
-        doc = json.loads(found[0])
+        doc = json.loads(found[0][0])
         hashes = chunked_text.refs(doc)
         texts = {}
         if hashes:
