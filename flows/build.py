@@ -1,5 +1,5 @@
 """The `build` flow: load → write (each sample judged as it finishes) → for Self-Lengthen, retrain its roles
-and write again, per macro iteration → filter, fit, select → export."""
+and write again, per macro iteration → filter, fit, select → export. With shards, flows/shards.py."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from flows.stages import (expand_instructions, export_stage, gateau_stage, gathe
                           write_shard, write_until_accepted)
 from longform.build_inputs import load_build_inputs
 from longform.progress import reporter
-from longform.session import build_session
+from longform.prompts import Prompt
+from longform.session import BuildSession, build_session
 from writers.agentwrite import required_length
 
 
@@ -21,45 +22,63 @@ from writers.agentwrite import required_length
 async def build(config: str, prompts: str | None = None, limit: int | None = None,
                 db: str | None = None, until_accepted: int | None = None) -> dict:
     settings, prompts_path, prompt_list = load_build_inputs(Path(config), prompts=prompts, db=db, limit=limit)
-    size = settings.build.shard_size
+    if settings.build.shards > 1 and not until_accepted:
+        from flows.shards import build_sharded  # a deployment of `build` honours [build] shards too
 
+        return await build_sharded(config=config, shards=settings.build.shards, prompts=prompts, limit=limit, db=db)
     async with build_session(settings, prompts_path=prompts_path, prefect_flow_run_id=flow_run.id) as session:
-        register_prompts(session, prompt_list, str(prompts_path))
-        if settings.instructions.enabled:
-            prompt_list = prompt_list + await expand_instructions(session, prompt_list, str(prompts_path))
-        # Longest first: like the engine's slot order, admission puts the critical path first.
-        items = sorted(((p, i) for p in prompt_list for i in range(settings.build.samples_per_prompt)),
-                       key=lambda item: -required_length(item[0], settings.agentwrite.default_words)[0])
-        writers = settings.writers.enabled
-        panel = judge_panel(session, prompt_list,
-                            None if until_accepted else settings.build.samples_per_prompt * len(writers))
-        try:
-            if until_accepted:
-                reporter().start(until_accepted, session.engine)
-                await write_until_accepted(session, panel, writers[0], prompt_list, until_accepted)
-            else:
-                reporter().start(len(items) * len(writers), session.engine)
-                await gather_all(write_shard(session, panel, writer, items[i:i + size])
-                                 for writer in writers for i in range(0, len(items), size))
-            if "self_lengthen" in writers:
-                data = self_lengthen_data(session, 1)
-                for iteration in range(2, settings.self_lengthen.iterations + 1):
-                    if not data["rows"]:
-                        reporter().note(f"self-lengthen: iteration {iteration - 1} kept no samples; nothing to retrain on")
-                        break
-                    adapters = retrain_roles(session, iteration - 1)
-                    await lengthen_iteration(session, panel, items, adapters, iteration)
-                    data = self_lengthen_data(session, iteration)
-            if panel.enabled:
-                await judge_remaining(panel)
-        finally:
-            reporter().stop()
-        with session.corpus_stage("score-and-select"):
-            score_and_select(session, panel)
-        if settings.gateau.enabled:
-            with session.corpus_stage("gateau-select"):
-                gateau_stage(session)
-        if settings.export.enabled:
-            with session.corpus_stage("export"):
-                export_stage(session)
+        panel_judgments = await write_stages(session, prompt_list, str(prompts_path), until_accepted)
+        corpus_stages(session, panel_judgments, session.judge_engine.model)
         return session.summary()
+
+
+async def write_stages(session: BuildSession, prompt_list: list[Prompt], source: str,
+                       until_accepted: int | None) -> list[str]:
+    """Register, write (judging each sample as it finishes), Self-Lengthen's iterations; the judgment ids."""
+    settings = session.settings
+    size = settings.build.shard_size
+    register_prompts(session, prompt_list, source)
+    if settings.instructions.enabled:
+        prompt_list = prompt_list + await expand_instructions(session, prompt_list, source)
+    # Longest first: like the engine's slot order, admission puts the critical path first.
+    items = sorted(((p, i) for p in prompt_list for i in range(settings.build.samples_per_prompt)),
+                   key=lambda item: -required_length(item[0], settings.agentwrite.default_words)[0])
+    writers = settings.writers.enabled
+    panel = judge_panel(session, prompt_list,
+                        None if until_accepted else settings.build.samples_per_prompt * len(writers))
+    try:
+        if until_accepted:
+            reporter().start(until_accepted, session.engine)
+            await write_until_accepted(session, panel, writers[0], prompt_list, until_accepted)
+        else:
+            reporter().start(len(items) * len(writers), session.engine)
+            await gather_all(write_shard(session, panel, writer, items[i:i + size])
+                             for writer in writers for i in range(0, len(items), size))
+        if "self_lengthen" in writers:
+            data = self_lengthen_data(session, 1)
+            for iteration in range(2, settings.self_lengthen.iterations + 1):
+                if not data["rows"]:
+                    reporter().note(f"self-lengthen: iteration {iteration - 1} kept no samples; nothing to retrain on")
+                    break
+                adapters = retrain_roles(session, iteration - 1)
+                await lengthen_iteration(session, panel, items, adapters, iteration)
+                data = self_lengthen_data(session, iteration)
+        if panel.enabled:
+            await judge_remaining(panel)
+    finally:
+        reporter().stop()
+    session.tally.judgment_ids = panel.judgment_ids
+    return panel.judgment_ids
+
+
+def corpus_stages(session: BuildSession, judgment_ids: list[str], judge_model: str | None) -> None:
+    """Once over everything written: filter, fit, select → GATEAU → export."""
+    settings = session.settings
+    with session.corpus_stage("score-and-select"):
+        score_and_select(session, judgment_ids, judge_model)
+    if settings.gateau.enabled:
+        with session.corpus_stage("gateau-select"):
+            gateau_stage(session)
+    if settings.export.enabled:
+        with session.corpus_stage("export"):
+            export_stage(session)

@@ -108,29 +108,49 @@ def build(
     until_accepted: Optional[int] = typer.Option(
         None, min=1, help="Keep writing candidates (within [build] candidate_budget) until N samples pass"
                           " the selection policy ([selection] min_length_score)."),
+    shards: Optional[int] = typer.Option(None, help="Split the build into N shards, each its own database, run"
+                                                    " by Prefect workers (or --local processes), then merged."),
+    local: bool = typer.Option(False, "--local", help="Run the shards as processes here, without Prefect."),
+    allow_partial: bool = typer.Option(False, "--allow-partial", help="Merge the shards that finished even if"
+                                                                      " others failed."),
 ) -> None:
     """Write, score, store and export a corpus as the config says."""
     with _user_errors():
         from longform.build_inputs import load_build_inputs
+        from longform.paths import ensure_writable_dir
+        from longform.shards import check_shards, shard_db
         from longform.store import Store
 
         settings, _, _ = load_build_inputs(config, prompts=prompts, db=db, limit=limit)
+        n = settings.build.shards if shards is None else shards
+        check_shards(0, n)
+        if n > 1:
+            if until_accepted:
+                raise LongformError("--until-accepted counts accepted samples across the whole build; it cannot be"
+                                    " sharded (drop --shards or [build] shards)")
+            ensure_writable_dir(shard_db(settings, 0, n).parent, "shard directory")
         if settings.build.db.exists():
             # A newer schema or another build holding the database fails here, before Prefect starts.
             Store.open_read_only(settings.build.db).close()
         _quiet_prefect()
-        with prefect_api():
-            from flows.build import build as build_flow
-            from longform.progress import set_reporter
+        from longform.progress import set_reporter
 
-            with _RichReporter() as reporter, _graceful_ctrl_c():
-                set_reporter(reporter)
-                try:
-                    summary = asyncio.run(build_flow(config=str(config), prompts=_opt(prompts), limit=limit,
-                                                     db=_opt(db), until_accepted=until_accepted))
-                finally:
-                    set_reporter(None)
-                    _drain_prefect()
+        arguments = dict(config=str(config), prompts=_opt(prompts), limit=limit, db=_opt(db))
+        with _RichReporter() as reporter, _graceful_ctrl_c():
+            set_reporter(reporter)
+            try:
+                if n > 1 and local:
+                    from flows.shards import build_sharded
+
+                    # No Prefect at all: the parent as the plain function its flow wraps.
+                    summary = asyncio.run(build_sharded.fn(**arguments, shards=n, local=True,
+                                                           allow_partial=allow_partial))
+                else:
+                    with prefect_api():
+                        summary = asyncio.run(_run_build_flow(arguments, n, until_accepted, allow_partial))
+                        _drain_prefect()
+            finally:
+                set_reporter(None)
         _print_summary(summary)
         if summary["samples"] == 0:
             raise LongformError(f"no sample was written ({summary['failures']}); see the failures table")
@@ -161,6 +181,54 @@ def serve(
                              parameters={"config": str(config.resolve())},
                              entrypoint_type=EntrypointType.MODULE_PATH,
                              description=f"longform build of {config}")
+
+
+async def _run_build_flow(arguments: dict, shards: int, until_accepted: Optional[int], allow_partial: bool) -> dict:
+    if shards > 1:
+        from flows.shards import build_sharded
+
+        return await build_sharded(**arguments, shards=shards, allow_partial=allow_partial)
+    from flows.build import build as build_flow
+
+    return await build_flow(**arguments, until_accepted=until_accepted)
+
+
+@app.command("build-shard", hidden=True)
+def build_shard_command(
+    config: Path = typer.Option(..., "--config", "-c"),
+    shard: int = typer.Option(..., "--shard"),
+    shards: int = typer.Option(..., "--shards"),
+    prompts: Optional[Path] = typer.Option(None),
+    limit: Optional[int] = typer.Option(None),
+) -> None:
+    """One shard of a sharded build, in this process and without Prefect (what --local runs)."""
+    with _user_errors(), _graceful_ctrl_c():
+        from flows.shards import write_one_shard
+
+        summary = asyncio.run(write_one_shard(str(config), shard, shards, _opt(prompts), limit))
+        console.print(f"shard {shard} of {shards}: {summary['samples']} samples, {summary['requests_sent']} requests"
+                      f" sent, {summary['cache_hits']} from the cache")
+
+
+@app.command()
+def deploy(
+    pool: str = typer.Option("longform", "--pool", help="Prefect work pool (type process) whose workers run shards."),
+    name: str = typer.Option("longform", "--name", help="Deployment name: shards run as build-shard/NAME."),
+) -> None:
+    """Register the `build-shard` deployment that `longform build --shards N` runs, on a Prefect server."""
+    with _user_errors():
+        if not configured_api_url():
+            raise LongformError("PREFECT_API_URL is not set: a deployment lives on a Prefect server that every"
+                                " worker reaches (README, 'Many machines')")
+        os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+        from flows.shards import build_shard
+
+        root = Path(__file__).resolve().parents[1]
+        deployment = build_shard.from_source(source=str(root), entrypoint="flows/shards.py:build_shard")
+        deployment.deploy(name=name, work_pool_name=pool, print_next_steps=False)
+        console.print(f"registered build-shard/{name} on pool {pool!r}; start workers with"
+                      f" `prefect worker start --pool {pool}`, then `longform build --shards N`"
+                      + ("" if name == "longform" else f" with [build] shard_deployment = \"build-shard/{name}\""))
 
 
 def _drain_prefect() -> None:
@@ -247,9 +315,33 @@ def status(
         console.print(table)
         if version >= 8:
             _print_endpoints(db, run_id)
+        _print_shards(run_config)
         if all(p is not None for p in prices):
             cost = sum(row[4] * prices[0] + row[5] * prices[1] for row in stages) / 1e6
             console.print(f"estimated cost: {cost:,.4f} at {prices[0]:g} in / {prices[1]:g} out per million tokens")
+
+
+def _print_shards(run_config: dict) -> None:
+    """Each shard's own database, read live while its shard writes it."""
+    from longform.config import Settings
+    from longform.shards import shard_db
+    from longform.store import read_query
+
+    settings = Settings.model_validate(run_config)
+    n = settings.build.shards
+    if n <= 1:
+        return
+    table = Table("shard", "database", "state", "samples", "failures", "requests", title=f"shards ({n})")
+    for i in range(n):
+        path = shard_db(settings, i, n)
+        try:
+            _, [(state, samples, failures, requests)] = read_query(
+                path, "select (select status from runs order by started_at desc limit 1), (select count(*) from"
+                      " samples), (select count(*) from failures), (select count(*) from requests)")
+        except LongformError as e:
+            state, samples, failures, requests = ("not started" if not path.exists() else str(e)), "–", "–", "–"
+        table.add_row(str(i), str(path), str(state), str(samples), str(failures), str(requests))
+    console.print(table)
 
 
 def _print_endpoints(db: Path, run_id: str) -> None:

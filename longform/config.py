@@ -40,6 +40,13 @@ class BuildConfig(_Section):
     # With several endpoints: a sample's requests all go to one server while it is healthy, so its
     # prefix cache is reused ("affinity", engine/router.py). The others are for comparison.
     routing: Literal["affinity", "least_loaded", "round_robin"] = "affinity"
+    # Split the build into this many shards, each written into its own DuckDB file by a run of the
+    # `shard_deployment` (Prefect work-pool workers; or local processes with --local), then merged
+    # (flows/shards.py). Shard files go to `shard_dir` (default <out_dir>/<name>/shards), which
+    # may be a shared filesystem.
+    shards: int = Field(1, ge=1)
+    shard_dir: Path | None = None
+    shard_deployment: str = "build-shard/longform"
 
 
 class EndpointConfig(_Section):
@@ -273,7 +280,7 @@ class Settings(_Section):
     @model_validator(mode="after")
     def _check_pools(self) -> "Settings":
         if self.endpoints is not None:
-            if "endpoint" in self.model_fields_set:
+            if self.endpoint != EndpointConfig():  # a stored snapshot carries both, the single one default
                 raise ValueError("give [endpoint] or [[endpoints]], not both")
             check_pool(self.endpoints, "[[endpoints]]")
         if self.judges.endpoints is not None:

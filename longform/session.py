@@ -20,7 +20,7 @@ from typing import AsyncIterator, Iterator
 
 from longform.config import Settings
 from longform.endpoint import Endpoint, open_pool
-from longform.engine import Engine
+from longform.engine import Engine, StageStats
 from longform.engine.breaker import ErrorRateBreaker
 from longform.engine.health import EndpointHealth
 from longform.engine.retry import RetryPolicy
@@ -42,6 +42,7 @@ class Tally:
     accepted: int | None = None      # --until-accepted builds only
     candidates: int | None = None
     failed_stage: dict | None = None  # {"stage", "reason"} of a corpus-wide stage that failed
+    judgment_ids: list[str] = field(default_factory=list)
 
 
 class StageFailed(LongformError):
@@ -49,14 +50,18 @@ class StageFailed(LongformError):
 
 
 class BuildSession:
-    def __init__(self, settings: Settings, run_id: str, store: Store, engine: Engine,
-                 resumed: list[tuple[str, str]], judge_engine: Engine | None = None):
+    def __init__(self, settings: Settings, run_id: str, store: Store, engine: Engine | None,
+                 resumed: list[tuple[str, str]], judge_engine: Engine | None = None, *, shard: bool = False):
+        """`engine` is None for a session that only merges and runs the corpus-wide stages (the
+        parent of a sharded build): it calls no model. A shard's summary lists what it wrote."""
         self.settings = settings
         self.run_id = run_id
         self.resumed = resumed
         self.store = store
         self.engine = engine
         self.judge_engine = judge_engine or engine
+        self.shard = shard
+        self.judge_model: str | None = self.judge_engine.model if self.judge_engine else None
         self.tally = Tally()
         self.active_samples = asyncio.Semaphore(settings.active_samples)
         self._started = time.monotonic()
@@ -88,11 +93,34 @@ class BuildSession:
             raise StageFailed(f"{name} failed: {reason} — the {self.tally.samples} written samples are stored;"
                               " run the same command again to redo this stage") from e
 
+    def merge_shards(self, files: list[Path]) -> dict:
+        """Merge each shard's database into this one (idempotent); what the shards wrote becomes this
+        run's to score: their samples, judgments and judge model."""
+        rows, judge_models = 0, set()
+        for path in files:
+            added, shard = self.store.merge_shard(path, self.settings.build.name)
+            rows += added
+            self.tally.sample_ids += shard.get("sample_ids", [])
+            self.tally.judgment_ids += shard.get("judgment_ids", [])
+            self.tally.samples += shard.get("samples", 0)
+            self.tally.failures.update(shard.get("failures", {}))
+            judge_models.update(filter(None, [shard.get("judge_model")]))
+        if len(judge_models) > 1:
+            raise LongformError(f"the shards were judged by different models ({', '.join(sorted(judge_models))});"
+                                " one length-control fit needs one judge")
+        self.judge_model = next(iter(judge_models), None)
+        return {"rows": rows, "samples": len(self.tally.sample_ids), "judgment_ids": self.tally.judgment_ids,
+                "judge_model": self.judge_model}
+
     def publish_stats(self) -> None:
+        if self.engine is None:
+            return
         self.store.put_run_stats(self.run_id, {stage: s.as_row() for stage, s in list(self.engine.stats.items())})
         self.store.put_endpoint_stats(self.run_id, self.endpoint_rows())
 
     def endpoint_rows(self) -> list[dict]:
+        if self.engine is None:
+            return []
         pools = [("writers", self.engine)]
         if self.judge_engine is not self.engine:
             pools.append(("judges", self.judge_engine))
@@ -104,13 +132,14 @@ class BuildSession:
             self.publish_stats()
 
     def summary(self) -> dict:
-        totals = self.engine.totals()
+        totals = self.engine.totals() if self.engine else StageStats()
         scores = self.tally.length_scores
         return {
             "run_id": self.run_id,
             "name": self.settings.build.name,
             "resumed_runs": [run_id for run_id, _ in self.resumed],
-            "model": self.engine.model,
+            "model": self.engine.model if self.engine else None,
+            "judge_model": self.judge_model,
             "samples": self.tally.samples,
             "accepted": self.tally.accepted,
             "candidates": self.tally.candidates,
@@ -124,18 +153,20 @@ class BuildSession:
             "tokens_out": totals.tokens_out,
             "truncated": totals.truncated,
             "request_errors": dict(totals.errors),
-            "lowest_concurrency": self.engine.lowest_concurrency,
+            "lowest_concurrency": self.engine.lowest_concurrency if self.engine else None,
             "endpoints": {f"{row['pool']} {row['endpoint']}": {k: row[k] for k in ("state", "requests", "tokens_out",
                                                                                  "failed_attempts", "reason")}
                           for row in self.endpoint_rows()},
-            "spilled_samples": self.engine.router.spilled,
+            "spilled_samples": self.engine.router.spilled if self.engine else 0,
             "wall_s": round(time.monotonic() - self._started, 2),
             "scoring": self.tally.scoring,
             "failed_stage": self.tally.failed_stage,
             "export_dir": self.tally.export_dir,
             "by_stage": {stage: {"requests": s.requests, "cache_hits": s.cache_hits,
                                  "tokens_in": s.tokens_in, "tokens_out": s.tokens_out}
-                         for stage, s in self.engine.stats.items()},
+                         for stage, s in (self.engine.stats.items() if self.engine else [])},
+            # A shard's summary is how the parent learns what it wrote (flows/shards.py).
+            **({"sample_ids": self.tally.sample_ids, "judgment_ids": self.tally.judgment_ids} if self.shard else {}),
         }
 
 
@@ -176,11 +207,37 @@ def new_run_id() -> str:
 
 
 @asynccontextmanager
-async def build_session(settings: Settings, *, prompts_path: Path | None,
-                        prefect_flow_run_id: str | None) -> AsyncIterator[BuildSession]:
+async def build_session(settings: Settings, *, prompts_path: Path | None, prefect_flow_run_id: str | None,
+                        shard: tuple[int, int] | None = None) -> AsyncIterator[BuildSession]:
+    """A build's store, run row and engines (its endpoints started and checked)."""
+    async with _run_record(settings, prompts_path, prefect_flow_run_id) as (store, run_id, resumed, holder):
+        async with _engines(settings, store, run_id) as (engine, judge_engine):
+            session = holder[0] = BuildSession(settings, run_id, store, engine, resumed, judge_engine,
+                                               shard=shard is not None)
+            publisher = asyncio.create_task(session.publish_stats_every(2.0))
+            try:
+                yield session
+            finally:
+                publisher.cancel()
+                session.publish_stats()
+
+
+@asynccontextmanager
+async def corpus_session(settings: Settings, *, prompts_path: Path | None,
+                         prefect_flow_run_id: str | None) -> AsyncIterator[BuildSession]:
+    """A run that calls no model: it merges shards and runs the corpus-wide stages."""
+    async with _run_record(settings, prompts_path, prefect_flow_run_id) as (store, run_id, resumed, holder):
+        holder[0] = BuildSession(settings, run_id, store, None, resumed)
+        yield holder[0]
+
+
+@asynccontextmanager
+async def _run_record(settings: Settings, prompts_path: Path | None, prefect_flow_run_id: str | None):
+    """The store and the run's row: `running` while inside, then finished, failed or interrupted,
+    with the summary of the session put in `holder[0]`."""
     store = Store.open(settings.build.db)
     run_id = new_run_id()
-    session: BuildSession | None = None
+    holder: list[BuildSession | None] = [None]
     status = "failed"
     try:
         # Holding the write lock, any run still `running` belongs to a killed process.
@@ -189,22 +246,15 @@ async def build_session(settings: Settings, *, prompts_path: Path | None,
             reporter().note(f"resuming interrupted run {old_run} ({name}): answered requests come from the cache")
         store.start_run(run_id, settings.build.name, settings.snapshot(),
                         str(prompts_path) if prompts_path else None, prefect_flow_run_id)
-        async with _engines(settings, store, run_id) as (engine, judge_engine):
-            try:
-                session = BuildSession(settings, run_id, store, engine, resumed, judge_engine)
-                publisher = asyncio.create_task(session.publish_stats_every(2.0))
-                try:
-                    yield session
-                finally:
-                    publisher.cancel()
-                    session.publish_stats()
-                status = "finished"
-            except (Interrupted, KeyboardInterrupt, asyncio.CancelledError):
-                status = "interrupted"
-                raise
+        try:
+            yield store, run_id, resumed, holder
+            status = "finished"
+        except (Interrupted, KeyboardInterrupt, asyncio.CancelledError):
+            status = "interrupted"
+            raise
     finally:
         try:
-            store.finish_run(run_id, status, session.summary() if session else {})
+            store.finish_run(run_id, status, holder[0].summary() if holder[0] else {})
         finally:
             store.close()
 

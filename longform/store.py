@@ -360,6 +360,51 @@ class Store:
                                  [sample_ids]).fetchall()
         return {r[0] for r in rows}
 
+    def merge_shard(self, path: Path, build_name: str) -> tuple[int, dict]:
+        """Insert a shard database's rows into this one, idempotently (same keys: a second merge adds
+        nothing), in one transaction; (rows added, the shard's latest finished run summary)."""
+        self.flush()
+        if not path.exists():
+            raise LongformError(f"{path}: no shard database here")
+        try:
+            self._con.execute(f"ATTACH '{_sql_text(path)}' AS shard (READ_ONLY)")
+        except duckdb.Error as e:
+            raise LongformError(f"{path}: cannot open the shard database ({_first_line(e)})") from None
+        try:
+            version = self._con.execute("SELECT coalesce(max(version), 0) FROM shard.schema_version").fetchall()[0][0]
+            if version != LATEST:
+                raise LongformError(f"{path}: shard database has schema v{version}, this longform writes v{LATEST};"
+                                    " run its shard again with this longform")
+            names = sorted(n for (n,) in self._con.execute("SELECT DISTINCT name FROM shard.runs").fetchall())
+            if names != [build_name]:
+                raise LongformError(f"{path}: a shard of build {', '.join(map(repr, names)) or '(none)'}, not of"
+                                    f" {build_name!r}; point [build] shard_dir elsewhere or remove it")
+            found = self._con.execute("SELECT summary FROM shard.runs WHERE status = 'finished'"
+                                      " ORDER BY finished_at DESC LIMIT 1").fetchall()
+            if not found:
+                raise LongformError(f"{path}: the shard never finished a run; run the same command again")
+            summary = json.loads(found[0][0])
+            added = 0
+            self._con.begin()
+            try:
+                # Runs and their counters are replaced by the shard's latest; everything else is
+                # insert-if-absent on its key.
+                for table in ("runs", "run_stats", "endpoint_stats"):
+                    self._con.execute(f"INSERT OR REPLACE INTO {table} SELECT * FROM shard.{table}")
+                for table, columns in APPEND_TABLES.items():
+                    cols = ", ".join(columns)
+                    before = self._con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
+                    self._con.execute(f"INSERT OR IGNORE INTO {table} ({cols}) SELECT {cols} FROM shard.{table}")
+                    added += self._con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0] - before
+                self._con.commit()
+            except BaseException:
+                self._con.rollback()
+                raise
+        finally:
+            self._con.execute("DETACH shard")
+        self._answered = None  # the merged requests are cache hits now
+        return added, summary
+
     def rows_by_key(self, table: str, keys: list[str]) -> dict[str, dict[str, Any]]:
         """Rows of an append table whose first column (its key) is one of `keys`, by key."""
         columns = APPEND_TABLES[table]
@@ -432,6 +477,11 @@ def _append(con: duckdb.DuckDBPyConnection, table: str, rows: list[dict[str, Any
         con.execute(f"INSERT OR IGNORE INTO {table} ({cols}) SELECT {cols} FROM _batch")
     finally:
         con.unregister("_batch")
+
+
+def _sql_text(path: Path) -> str:
+    # ATTACH takes no parameters: the path is quoted as an SQL string literal.
+    return str(path).replace("'", "''")
 
 
 def _iso(value: Any) -> str:
