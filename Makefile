@@ -23,7 +23,8 @@ test: $(STAMP)
 
 # Speed and cost targets, measured as ratios against a baseline in the same run (not part of `make test`).
 bench: $(STAMP)
-	$(BIN)/python benchmarks/engine_efficiency.py --scale
+	$(BIN)/python benchmarks/engine_efficiency.py --scale --sharded
+	$(BIN)/python benchmarks/fleet_routing.py
 	$(BIN)/python benchmarks/embedded_throughput.py
 	$(BIN)/python benchmarks/near_duplicates.py
 	$(BIN)/python benchmarks/gateau_cost.py --samples 3

@@ -422,11 +422,45 @@ def scale_run(work: Path, results: dict, prompts_n: int, servers: int, slots_per
     print(f"scale: {prompts_n} prompts, efficiency {eff['efficiency']}, {results['scale']['db_mb']} MB", flush=True)
 
 
+def sharded_scale_run(work: Path, results: dict, prompts_n: int, servers: int, slots_per_server: int,
+                      shards: int = 4) -> None:
+    """The scale workload as `shards` local processes (`longform build --shards N --local`), then the
+    merge alone timed again into a fresh database: seconds per million rows merged."""
+    text_scale, decode_ms = 16, 20.0
+    prompts = work / "sharded.jsonl"
+    write_prompts(prompts, prompts_n, 2000, 32000, seed=1, text_scale=text_scale)
+    with ExitStack() as stack:
+        urls = [stack.enter_context(sim_server(slots_per_server, decode_ms, decode_ms / 400, sections=10))
+                for _ in range(servers)]
+        cfg = write_config(work / "sharded.toml", url=urls, prompts=prompts, db=work / "sharded.duckdb",
+                           concurrency=slots_per_server)
+        started = time.perf_counter()
+        done = subprocess.run([sys.executable, "-m", "longform.cli", "build", "--config", str(cfg), "--shards",
+                               str(shards), "--local"], capture_output=True, text=True)
+        wall = time.perf_counter() - started
+        if done.returncode != 0:
+            raise RuntimeError(f"sharded build failed: {done.stderr[-2000:]}")
+        eff = efficiency([entry for url in urls for entry in server_log(url, reset=True)], servers * slots_per_server)
+    from longform.store import Store
+
+    files = sorted((work / "sharded" / "shards").glob(f"shard-*-of-{shards}.duckdb"))
+    with Store.open(work / "merge-only.duckdb") as store:
+        started = time.perf_counter()
+        merged = sum(store.merge_shard(f, "sharded")[0] for f in files)
+        merge_s = time.perf_counter() - started
+    results["scale_sharded"] = {**eff, "shards": shards, "build_wall_s": round(wall, 1), "rows_merged": merged,
+                                "merge_s": round(merge_s, 2),
+                                "merge_s_per_million_rows": round(merge_s / max(merged, 1) * 1e6, 2)}
+    print(f"scale, {shards} local shards: efficiency {eff['efficiency']}, merge {merge_s:.1f} s for {merged:,} rows",
+          flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--prompts", type=int, default=200)
     parser.add_argument("--scale", action="store_true", help="also the LongWriter-6k-sized run")
     parser.add_argument("--scale-prompts", type=int, default=6000)
+    parser.add_argument("--sharded", action="store_true", help="also the scale run as 4 local shards")
     parser.add_argument("--only", nargs="*", default=["engine", "judge", "prefect", "resume"])
     parser.add_argument("--child-build", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
@@ -454,6 +488,8 @@ def main() -> None:
             resume_run(work, prompts, results)
         if args.scale:
             scale_run(work, results, args.scale_prompts, servers=8, slots_per_server=64)
+        if args.sharded:
+            sharded_scale_run(work, results, args.scale_prompts, servers=8, slots_per_server=64)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "engine_efficiency.json").write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))

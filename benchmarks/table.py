@@ -58,6 +58,33 @@ def rows() -> list[tuple[str, str, str]]:
                     f"at {s['assumed_decode_tok_s_per_seq']} tokens/s per sequence ({s['assumed_decode_tok_s_per_gpu']}/GPU); "
                     f"client {s['client_cpu_ms_per_request']} ms CPU/request, peak {s['peak_rss_mb']} MB, "
                     f"DuckDB {s['db_mb']} MB (text at 1/{s['text_scale']})", ""))
+    if "scale" in eng:
+        s = eng["scale"]
+        out.append(("Scale: client CPU per request (the whole build process ÷ requests)",
+                    f"{s['client_cpu_ms_per_request']} ms", f"≤ 1.5 ms: {verdict(s['client_cpu_ms_per_request'] <= 1.5)}"))
+        out.append(("Scale: efficiency through 8 endpoints", f"{s['efficiency']:.3f}",
+                    f"≥ 0.95: {verdict(s['efficiency'] >= 0.95)}"))
+    if "scale_sharded" in eng:
+        s = eng["scale_sharded"]
+        out.append((f"Scale as {s['shards']} local shards (`--shards {s['shards']} --local`), same 8 servers",
+                    f"efficiency {s['efficiency']:.3f} (single process: {eng.get('scale', {}).get('efficiency', '–')}); "
+                    f"merge {s['merge_s_per_million_rows']} s per million rows ({s['rows_merged']:,} rows in {s['merge_s']} s)",
+                    f"≥ 0.95: {verdict(s['efficiency'] >= 0.95)}"))
+    fleet = load("fleet_routing")
+    if fleet:
+        a, r, ll = fleet["affinity"], fleet["round_robin"], fleet["least_loaded"]
+        out.append((f"Routing on {fleet['servers']} servers with prefix caches: prefill tokens charged, affinity ÷ round-robin",
+                    f"{fleet['affinity_prefill_vs_round_robin']:.3f} (affinity {a['prefill_tokens']:,}, round-robin "
+                    f"{r['prefill_tokens']:,}, least-loaded {ll['prefill_tokens']:,} of {a['prompt_tokens']:,} prompt tokens)",
+                    f"≤ 0.40: {verdict(fleet['affinity_prefill_vs_round_robin'] <= 0.40)}"))
+        out.append(("Routing: makespan, affinity ÷ round-robin",
+                    f"{fleet['affinity_makespan_vs_round_robin']:.3f} (efficiency: affinity {a['efficiency']:.3f}, "
+                    f"round-robin {r['efficiency']:.3f}, least-loaded {ll['efficiency']:.3f})",
+                    f"≤ 1.0: {verdict(fleet['affinity_makespan_vs_round_robin'] <= 1.0)}"))
+        out.append(("Database bytes per generated token, 40 ÷ 10 sections per sample",
+                    f"{fleet['bytes_per_token_40_vs_10']:.3f} ({fleet['sections_10']['bytes_per_token']} vs "
+                    f"{fleet['sections_40']['bytes_per_token']} bytes/token)",
+                    f"≤ 1.3: {verdict(fleet['bytes_per_token_40_vs_10'] <= 1.3)}"))
     emb = load("embedded_throughput")
     if emb:
         out.append(("Embedded llama.cpp: engine tokens/s ÷ a minimal client loop",
