@@ -199,19 +199,16 @@ def run_prefect(config: Path, warm_up: Path, url: str) -> dict:
 
 def recorded_chains(db: Path) -> list[list[dict]]:
     """Each sample's request bodies, in the order longform sent them."""
-    import duckdb
-    import re
+    from longform.store import Store
 
-    con = duckdb.connect(str(db), read_only=True)
-    rows = con.execute("SELECT request FROM requests WHERE error IS NULL ORDER BY created_at").fetchall()
-    con.close()
     chains: dict[str, list[dict]] = {}
-    for (raw,) in rows:
-        body = json.loads(raw)
-        body.pop("sample_index", None)
-        body.pop("template", None)
-        tag = re.search(r"\[task (\d+)\]", json.dumps(body["messages"])).group(1)
-        chains.setdefault(tag, []).append(body)
+    with Store.open_read_only(db) as store:
+        _, rows = store.query("SELECT request_id, sample_id FROM requests WHERE error IS NULL ORDER BY created_at")
+        for request_id, sample_id in rows:
+            body = store.request_document(request_id)  # long texts put back from `texts`
+            body.pop("sample_index", None)
+            body.pop("template", None)
+            chains.setdefault(sample_id, []).append(body)
     return list(chains.values())
 
 

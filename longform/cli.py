@@ -285,7 +285,9 @@ def status(
     with _user_errors():
         from longform.store import read_query
 
-        where = f"where run_id = '{run.replace(chr(39), '')}'" if run else ""
+        # By default the latest build run, not one of the shard runs a sharded build merged in.
+        where = f"where run_id = '{run.replace(chr(39), '')}'" if run else \
+            "where json_extract_string(config, '$.build.shard') is null"
         _, runs = read_query(db, f"select run_id, name, status, started_at, finished_at from runs {where}"
                                  " order by started_at desc limit 1")
         if not runs:

@@ -47,6 +47,8 @@ class BuildConfig(_Section):
     shards: int = Field(1, ge=1)
     shard_dir: Path | None = None
     shard_deployment: str = "build-shard/longform"
+    # Set by longform on a shard's own runs (which shard of `shards` it wrote); not for configs.
+    shard: int | None = Field(None, ge=0)
 
 
 class EndpointConfig(_Section):

@@ -47,7 +47,7 @@ def shard_settings(settings: Settings, shard: int, shards: int) -> Settings:
     """The build's settings as one shard runs them: its own database, no export (the parent
     exports the merged corpus), and this machine's endpoints if it names its own."""
     raw = settings.model_dump(mode="json", exclude_unset=True)
-    raw.setdefault("build", {})["db"] = str(shard_db(settings, shard, shards))
+    raw.setdefault("build", {}).update(db=str(shard_db(settings, shard, shards)), shard=shard, shards=shards)
     raw.setdefault("export", {})["enabled"] = False
     if node := os.environ.get(NODE_ENDPOINTS_ENV):
         try:

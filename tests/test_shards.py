@@ -58,6 +58,11 @@ def test_a_local_sharded_build_equals_the_unsharded_one_and_merges_idempotently(
     assert {s[:4] for s in got["selections"]} == {s[:4] for s in expected["selections"]}
     assert got["export"] == expected["export"] and got["export"]
 
+    # `status` shows the build's run (not a merged shard run) and each shard's file.
+    status = run("status", "--db", str(sharded_db), cwd=tmp_path, env_home=tmp_path)
+    assert status.returncode == 0, status.stderr
+    assert "shards (3)" in status.stdout and status.stdout.count("finished") >= 4, status.stdout
+
     # Merging again changes nothing.
     counts = rows(sharded_db, "select (select count(*) from samples), (select count(*) from requests),"
                               " (select count(*) from texts), (select count(*) from sections)")
