@@ -70,6 +70,11 @@ def test_every_request_of_a_sample_reaches_one_server_and_a_rerun_sends_nothing(
                  [summary["run_id"]])
     assert sorted(url for url, _, _ in stats) == sorted(s.base_url for s in (a, b, c))
     assert all(state == "up" for _, state, _ in stats) and sum(n for *_, n in stats) == 48
+    from test_cli import run
+
+    shown = run("status", "--db", str(db), "--run", summary["run_id"], cwd=tmp_path, env_home=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert "endpoints" in shown.stdout and all(s.base_url in shown.stdout for s in (a, b, c)), shown.stdout
 
 
 def test_a_server_killed_mid_build_moves_its_samples_and_the_corpus_is_the_same(tmp_path, prefect):
@@ -161,3 +166,26 @@ def test_a_database_from_the_previous_release_migrates_and_answers_from_its_cach
             assert "Other. Other." not in stored and (sample_id, section, url) == ("s-1", 2, server.base_url)
             assert store.request_document(request_id)["messages"] == fresh.messages
         asyncio.run(probe.close())
+
+
+def test_judges_run_on_their_own_endpoints(tmp_path, prefect):
+    with FaultServer(realistic=True) as writer, FaultServer(realistic=True, model="judge-model") as judge:
+        cfg = fleet_build(tmp_path, [writer.base_url], 4, name="judged")
+        cfg.write_text(cfg.read_text() + f"""
+[judges]
+rubric = true
+
+[[judges.endpoints]]
+kind = "openai"
+base_url = "{judge.base_url}"
+model = "judge-model"
+""")
+        summary = asyncio.run(build(config=str(cfg)))
+        assert summary["samples"] == 4
+
+    assert len(judge.received) == 4 and all(b["model"] == "judge-model" for b in judge.received)
+    assert all(b["model"] == "fault-model" for b in writer.received) and len(writer.received) == 16
+    db = tmp_path / "judged.duckdb"
+    assert rows(db, "select judge_model, count(*) from judgments group by all") == [("judge-model", 4)]
+    assert sorted(rows(db, "select pool, endpoint from endpoint_stats")) == [
+        ("judges", judge.base_url), ("writers", writer.base_url)]
