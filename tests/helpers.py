@@ -79,3 +79,33 @@ def rows(db: Path, sql: str, params: list | None = None) -> list[tuple]:
         return con.execute(sql, params or []).fetchall()
     finally:
         con.close()
+
+
+def fleet_build(tmp_path: Path, urls: list[str], n_prompts: int, *, name: str, concurrency: int = 2,
+                extra: str = "") -> Path:
+    """remote_build's prompts and settings, with one [[endpoints]] table per URL."""
+    config = remote_build(tmp_path, urls[0], n_prompts, name=name, db_name=f"{name}.duckdb", extra=extra)
+    text = config.read_text()
+    head, endpoint = text.split("[endpoint]\n")
+    settings = endpoint.replace(f'base_url = "{urls[0]}"\n', "")
+    tables = "".join(f'[[endpoints]]\nbase_url = "{url}"\nconcurrency = {concurrency}\ncooldown_s = 60\n{settings}\n'
+                     for url in urls)
+    config.write_text(head + tables)
+    return config
+
+
+def descendants(pid: int) -> set[int]:
+    """Every living process under `pid`, from /proc (zombies, already dead, are left out)."""
+    parent_of = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z":
+            parent_of[int(stat.parent.name)] = int(fields[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parent_of.items() if parent in frontier} - found
+        found |= frontier
+    return found

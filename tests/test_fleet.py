@@ -21,20 +21,7 @@ from longform.store import Store
 
 from conftest import make_engine
 from fault_server import FaultServer, status
-from helpers import remote_build, rows
-
-
-def fleet_build(tmp_path: Path, urls: list[str], n_prompts: int, *, name: str, concurrency: int = 2,
-                extra: str = "") -> Path:
-    """remote_build's prompts and settings, with one [[endpoints]] table per URL."""
-    config = remote_build(tmp_path, urls[0], n_prompts, name=name, db_name=f"{name}.duckdb", extra=extra)
-    text = config.read_text()
-    head, endpoint = text.split("[endpoint]\n")
-    settings = endpoint.replace(f'base_url = "{urls[0]}"\n', "")
-    tables = "".join(f'[[endpoints]]\nbase_url = "{url}"\nconcurrency = {concurrency}\ncooldown_s = 60\n{settings}\n'
-                     for url in urls)
-    config.write_text(head + tables)
-    return config
+from helpers import fleet_build, rows
 
 
 def _corpus(db: Path) -> set[tuple]:

@@ -13,7 +13,7 @@ from flows.build import build
 from longform.errors import LongformError
 
 from fault_server import FaultServer, hang, model, ok, reset, status
-from helpers import longform, remote_build, rows
+from helpers import descendants, longform, remote_build, rows
 
 
 
@@ -255,23 +255,6 @@ def test_status_estimates_cost_from_configured_prices(tmp_path, prefect):
     assert f"estimated cost: {tokens_in:,.4f}" in out
 
 
-def _descendants(pid: int) -> set[int]:
-    """Every living process under `pid`, from /proc (zombies, already dead, are left out)."""
-    parent_of = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] != "Z":
-            parent_of[int(stat.parent.name)] = int(fields[1])
-    found, frontier = set(), {pid}
-    while frontier:
-        frontier = {child for child, parent in parent_of.items() if parent in frontier} - found
-        found |= frontier
-    return found
-
-
 def _alive(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
@@ -286,7 +269,7 @@ def test_kill_9_leaves_no_process_of_the_build_behind(tmp_path):
         proc = longform("build", "--config", str(cfg), cwd=tmp_path, env={"PREFECT_API_URL": ""})
         _wait_for(lambda: len(server.received) >= 3 or proc.poll() is not None, timeout=240)
         assert proc.poll() is None, proc.stderr.read()
-        spawned = _descendants(proc.pid)
+        spawned = descendants(proc.pid)
         assert any("prefect.server" in Path(f"/proc/{p}/cmdline").read_text() for p in spawned), spawned
         proc.send_signal(signal.SIGKILL)
         proc.wait()

@@ -11,9 +11,8 @@ from longform.errors import LongformError
 from longform.store import Store
 
 from fault_server import FaultServer
-from helpers import longform, remote_build, rows
+from helpers import descendants, fleet_build, longform, remote_build, rows
 from test_cli import _one_line_error, run
-from test_fleet import fleet_build
 
 
 def _outcome(db: Path, out: Path) -> dict:
@@ -102,7 +101,6 @@ def test_shards_on_prefect_workers_survive_a_killed_worker(tmp_path):
     import time
 
     from test_deployment import PREFECT, _free_port, _healthy, _until
-    from test_reliability import _descendants
 
     port = _free_port()
     api = f"http://127.0.0.1:{port}/api"
@@ -147,12 +145,12 @@ def test_shards_on_prefect_workers_survive_a_killed_worker(tmp_path):
 
             def a_worker_is_writing() -> bool:
                 busy[:] = [w for w in workers if any("prefect.engine" in Path(f"/proc/{p}/cmdline").read_text()
-                                                     for p in _descendants(w.pid) if Path(f"/proc/{p}").exists())]
+                                                     for p in descendants(w.pid) if Path(f"/proc/{p}").exists())]
                 return bool(busy) and len(a.received) + len(b.received) >= 2 * 12 + 3
 
             _until(a_worker_is_writing, 300, "a shard being written")
             victim = busy[0]
-            for pid in _descendants(victim.pid):
+            for pid in descendants(victim.pid):
                 os.kill(pid, signal.SIGKILL)
             os.killpg(victim.pid, signal.SIGKILL)
             # The victim's shard run stays "running" on the server: this parent would wait for it. Once the
