@@ -188,8 +188,7 @@ class Engine:
         if len(unreachable) == len(self.lanes):
             raise LongformError("; ".join(f"{lane.name}: endpoint not usable ({error})" for lane, error in unreachable))
         for lane, error in unreachable:
-            for _ in range(3):
-                lane.health.failed(error)
+            lane.health.down(f"unreachable at start ({error})")
         for lane, (served, _) in zip(self.lanes, results):
             if served is None:
                 continue
@@ -276,7 +275,8 @@ class Engine:
         while True:
             lane, chosen = self.router.pick(req.sample_id, frozenset(failed_on))
             if not chosen and attempts:
-                # Nowhere healthy to go: wait as on a single endpoint.
+                # No endpoint left that has not failed this request or is not down: back off, as on a
+                # single endpoint, then pick again (a cool-down may have ended meanwhile).
                 await asyncio.sleep(self._retry.backoff(attempts))
                 lane, _ = self.router.pick(req.sample_id, frozenset(failed_on))
             await lane.limiter.acquire(req.priority)
@@ -306,10 +306,7 @@ class Engine:
                     lane.health.failed(error)
                     failed_on.add(lane.index)
                     if attempts < self._retry.max_attempts:
-                        if len(failed_on) >= len(self.lanes):
-                            await asyncio.sleep(self._retry.backoff(attempts))
-                            failed_on.clear()
-                        continue
+                        continue  # at once on another endpoint if there is one, else after backoff (above)
                 self._record(req, key, body, stats, started, max(attempts, 1), lane, error=error,
                              detail=_describe(exc))
                 raise RequestFailed(key, error, f"{lane.name}: {_describe(exc)}") from None

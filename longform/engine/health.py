@@ -63,16 +63,17 @@ class EndpointHealth:
         self._outcomes.append(False)
         if self.state == PROBING:
             self.cooldown_s = min(self._max_cooldown, self.cooldown_s * 2)
-            self._down(f"probe failed ({error})")
+            self.down(f"probe failed ({error})")
         elif self.state == UP:
             if self.consecutive >= self._consecutive_limit:
-                self._down(f"{self.consecutive} failures in a row (last: {error})")
+                self.down(f"{self.consecutive} failures in a row (last: {error})")
             elif self._window and len(self._outcomes) == self._window:
                 failures = self._outcomes.count(False)
                 if failures / self._window >= self._max_rate:
-                    self._down(f"{failures} of the last {self._window} attempts failed (last: {error})")
+                    self.down(f"{failures} of the last {self._window} attempts failed (last: {error})")
 
-    def _down(self, reason: str) -> None:
+    def down(self, reason: str) -> None:
+        """No new work until the cool-down is over, then one probe at a time."""
         self.state, self.reason = DOWN, reason
         self._retry_at = self._clock() + self.cooldown_s
         self.downs += 1
