@@ -27,14 +27,15 @@ async def build(config: str, prompts: str | None = None, limit: int | None = Non
 
         return await build_sharded(config=config, shards=settings.build.shards, prompts=prompts, limit=limit, db=db)
     async with build_session(settings, prompts_path=prompts_path, prefect_flow_run_id=flow_run.id) as session:
-        panel_judgments = await write_stages(session, prompt_list, str(prompts_path), until_accepted)
-        corpus_stages(session, panel_judgments, session.judge_engine.model)
+        await write_stages(session, prompt_list, str(prompts_path), until_accepted)
+        corpus_stages(session)
         return session.summary()
 
 
 async def write_stages(session: BuildSession, prompt_list: list[Prompt], source: str,
-                       until_accepted: int | None) -> list[str]:
-    """Register, write (judging each sample as it finishes), Self-Lengthen's iterations; the judgment ids."""
+                       until_accepted: int | None) -> None:
+    """Register, write (judging each sample as it finishes), Self-Lengthen's iterations. What was
+    written and judged is in the session's tally."""
     settings = session.settings
     size = settings.build.shard_size
     register_prompts(session, prompt_list, source)
@@ -68,14 +69,13 @@ async def write_stages(session: BuildSession, prompt_list: list[Prompt], source:
     finally:
         reporter().stop()
     session.tally.judgment_ids = panel.judgment_ids
-    return panel.judgment_ids
 
 
-def corpus_stages(session: BuildSession, judgment_ids: list[str], judge_model: str | None) -> None:
-    """Once over everything written: filter, fit, select → GATEAU → export."""
+def corpus_stages(session: BuildSession) -> None:
+    """Once over everything the session wrote or merged: filter, fit, select → GATEAU → export."""
     settings = session.settings
     with session.corpus_stage("score-and-select"):
-        score_and_select(session, judgment_ids, judge_model)
+        score_and_select(session)
     if settings.gateau.enabled:
         with session.corpus_stage("gateau-select"):
             gateau_stage(session)

@@ -69,9 +69,9 @@ async def build_sharded(config: str, shards: int, prompts: str | None = None, li
             raise LongformError(f"{len(failed)} of {shards} shards failed ({named}); run the same command again to"
                                 " resume them" + ("" if allow_partial else ", or pass --allow-partial to merge the rest"))
         files = [shard_db(settings, i, shards) for i in range(shards) if i not in failed]
-        written = session.merge_shards(files)
-        reporter().note(f"merged {len(files)} shard(s): {written['samples']} samples, {written['rows']:,} new rows")
-        corpus_stages(session, written["judgment_ids"], written["judge_model"])
+        rows = session.merge_shards(files)
+        reporter().note(f"merged {len(files)} shard(s): {len(session.tally.sample_ids)} samples, {rows:,} new rows")
+        corpus_stages(session)
         return {**session.summary(), "shards": {"merged": len(files), "failed": failed}}
 
 

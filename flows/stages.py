@@ -157,10 +157,10 @@ async def judge_remaining(panel: JudgePanel) -> None:
 
 
 @task(name="score-and-select", cache_policy=NONE)
-def score_and_select(session: BuildSession, judgment_ids: list[str], judge_model: str | None) -> dict:
+def score_and_select(session: BuildSession) -> dict:
     summary = score_run(session.store, session.settings, run_id=session.run_id,
-                        sample_ids=session.tally.sample_ids, judgment_ids=judgment_ids,
-                        judge_model=judge_model or "").as_dict()
+                        sample_ids=session.tally.sample_ids, judgment_ids=session.tally.judgment_ids,
+                        judge_model=session.judge_model or "").as_dict()
     session.tally.scoring = summary
     return summary
 

@@ -93,9 +93,9 @@ class BuildSession:
             raise StageFailed(f"{name} failed: {reason} — the {self.tally.samples} written samples are stored;"
                               " run the same command again to redo this stage") from e
 
-    def merge_shards(self, files: list[Path]) -> dict:
+    def merge_shards(self, files: list[Path]) -> int:
         """Merge each shard's database into this one (idempotent); what the shards wrote becomes this
-        run's to score: their samples, judgments and judge model."""
+        run's to score: their samples, judgments and judge model. The rows added."""
         rows, judge_models = 0, set()
         for path in files:
             added, shard = self.store.merge_shard(path, self.settings.build.name)
@@ -109,8 +109,7 @@ class BuildSession:
             raise LongformError(f"the shards were judged by different models ({', '.join(sorted(judge_models))});"
                                 " one length-control fit needs one judge")
         self.judge_model = next(iter(judge_models), None)
-        return {"rows": rows, "samples": len(self.tally.sample_ids), "judgment_ids": self.tally.judgment_ids,
-                "judge_model": self.judge_model}
+        return rows
 
     def publish_stats(self) -> None:
         if self.engine is None:
