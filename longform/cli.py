@@ -148,7 +148,6 @@ def build(
                 else:
                     with prefect_api():
                         summary = asyncio.run(_run_build_flow(arguments, n, until_accepted, allow_partial))
-                        _drain_prefect()
             finally:
                 set_reporter(None)
         _print_summary(summary)
@@ -229,16 +228,6 @@ def deploy(
         console.print(f"registered build-shard/{name} on pool {pool!r}; start workers with"
                       f" `prefect worker start --pool {pool}`, then `longform build --shards N`"
                       + ("" if name == "longform" else f" with [build] shard_deployment = \"build-shard/{name}\""))
-
-
-def _drain_prefect() -> None:
-    """Let Prefect send its queued events and logs now, while its server is still up: left to its exit
-    hook, it would warn after the build's last line (its one-line error included)."""
-    from prefect.events.worker import EventsWorker
-    from prefect.logging.handlers import APILogWorker
-
-    for worker in (EventsWorker, APILogWorker):
-        worker.drain_all(timeout=10)
 
 
 def _opt(path: Optional[Path]) -> Optional[str]:

@@ -35,9 +35,14 @@ def configured_api_url() -> str | None:
 
 @contextmanager
 def prefect_api() -> Iterator[str]:
-    """Yield the API URL; with none configured, a local Prefect server runs for the duration."""
+    """Yield the API URL; with none configured, a local Prefect server runs for the duration.
+    Either way Prefect's queued events and logs are sent on the way out, whether the work inside
+    succeeded or failed, while the server is still up."""
     if url := configured_api_url():
-        yield url
+        try:
+            yield url
+        finally:
+            _drain_prefect()
         return
     timeout = float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120"))
     server = OwnedServer("local Prefect server", [
@@ -52,4 +57,17 @@ def prefect_api() -> Iterator[str]:
         try:
             yield url
         finally:
+            _drain_prefect()
             os.environ.pop("PREFECT_API_URL", None)
+
+
+def _drain_prefect() -> None:
+    """Left to Prefect's exit hook, its queued events would be sent after the server stopped, and it
+    would warn after the command's last line (a one-line error included)."""
+    if "prefect" not in sys.modules:
+        return  # nothing of Prefect ran
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (EventsWorker, APILogWorker):
+        worker.drain_all(timeout=10)
