@@ -24,7 +24,7 @@ from longform.engine import Engine, StageStats
 from longform.engine.breaker import ErrorRateBreaker
 from longform.engine.health import EndpointHealth
 from longform.engine.retry import RetryPolicy
-from longform.errors import LongformError
+from longform.errors import LongformError, first_line
 from longform.progress import reporter
 from longform.stopping import Interrupted
 from longform.store import Store
@@ -88,7 +88,8 @@ class BuildSession:
         except Interrupted:
             raise
         except Exception as e:  # any failure, bug or input: the user needs the stage and a way on
-            reason = str(e) if isinstance(e, LongformError) else f"{type(e).__name__}: {_first_line(e)}"
+            reason = str(e) if isinstance(e, LongformError) else \
+                f"{type(e).__name__}: {first_line(e, '(no message)')[:500]}"
             self.tally.failed_stage = {"stage": name, "reason": reason}
             raise StageFailed(f"{name} failed: {reason} — the {self.tally.samples} written samples are stored;"
                               " run the same command again to redo this stage") from e
@@ -256,8 +257,3 @@ async def _run_record(settings: Settings, prompts_path: Path | None, prefect_flo
             store.finish_run(run_id, status, holder[0].summary() if holder[0] else {})
         finally:
             store.close()
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0][:500] if text else "(no message)"

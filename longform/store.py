@@ -31,7 +31,7 @@ import duckdb
 import pyarrow as pa
 
 from longform import chunked_text
-from longform.errors import LongformError
+from longform.errors import LongformError, first_line
 from longform.live_reads import LiveReadError, QueryServer, ask_writer
 from longform.prompts import Prompt
 from longform.schema import APPEND_TABLES, LATEST, MIGRATIONS
@@ -369,7 +369,7 @@ class Store:
         try:
             self._con.execute(f"ATTACH '{_sql_text(path)}' AS shard (READ_ONLY)")
         except duckdb.Error as e:
-            raise LongformError(f"{path}: cannot open the shard database ({_first_line(e)})") from None
+            raise LongformError(f"{path}: cannot open the shard database ({first_line(e)})") from None
         try:
             version = self._con.execute("SELECT coalesce(max(version), 0) FROM shard.schema_version").fetchall()[0][0]
             if version != LATEST:
@@ -426,7 +426,7 @@ class Store:
         try:
             cur = self._con.execute(sql, params or [])
         except duckdb.Error as e:
-            raise LongformError(f"query failed: {_first_line(e)}") from None
+            raise LongformError(f"query failed: {first_line(e)}") from None
         if cur.description is None:
             return [], []
         return [d[0] for d in cur.description], cur.fetchall()
@@ -457,7 +457,7 @@ def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> None:
     try:
         statements = con.extract_statements(sql)
     except duckdb.Error as e:
-        raise LongformError(f"query failed: {_first_line(e)}") from None
+        raise LongformError(f"query failed: {first_line(e)}") from None
     for statement in statements:
         kind = statement.type.name
         if kind not in _READ_ONLY_STATEMENTS:
@@ -508,9 +508,9 @@ def _connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
                 f"{path}: database is open for writing by another longform process{holder};"
                 " wait for it to finish or use another --db"
             ) from None
-        raise LongformError(f"{path}: cannot open database ({_first_line(e)})") from None
+        raise LongformError(f"{path}: cannot open database ({first_line(e)})") from None
     except duckdb.Error as e:
-        raise LongformError(f"{path}: not a usable DuckDB database ({_first_line(e)})") from None
+        raise LongformError(f"{path}: not a usable DuckDB database ({first_line(e)})") from None
 
 
 def _schema_version(con: duckdb.DuckDBPyConnection) -> int:
@@ -543,7 +543,3 @@ def _migrate(con: duckdb.DuckDBPyConnection, path: Path) -> None:
 def _newer_schema(path: Path, version: int) -> str:
     return (f"{path}: database has schema v{version}, newer than this longform's v{LATEST};"
             " upgrade longform to use it")
-
-
-def _first_line(e: BaseException) -> str:
-    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
