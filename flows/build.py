@@ -15,7 +15,7 @@ from longform.build_inputs import load_build_inputs
 from longform.progress import reporter
 from longform.prompts import Prompt
 from longform.session import BuildSession, build_session
-from writers.agentwrite import required_length
+from longform.length_reader import spec_for
 
 
 @flow(name="build")
@@ -43,7 +43,7 @@ async def write_stages(session: BuildSession, prompt_list: list[Prompt], source:
         prompt_list = prompt_list + await expand_instructions(session, prompt_list, source)
     # Longest first: like the engine's slot order, admission puts the critical path first.
     items = sorted(((p, i) for p in prompt_list for i in range(settings.build.samples_per_prompt)),
-                   key=lambda item: -required_length(item[0], settings.agentwrite.default_words)[0])
+                   key=lambda item: -spec_for(item[0], settings.agentwrite.default_words).aim)
     writers = settings.writers.enabled
     panel = judge_panel(session, prompt_list,
                         None if until_accepted else settings.build.samples_per_prompt * len(writers))

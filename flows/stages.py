@@ -15,13 +15,13 @@ from itertools import count, islice
 from prefect import task
 from prefect.cache_policies import NONE
 
-from judges import length
 from judges.material import Candidate
 from judges.panel import JudgePanel
 from judges.ruler import meta_length_token
 from judges.scoring import score_run
 from longform.admission import run_until_accepted
 from longform.export import export_run, export_target
+from longform.lengths import measure
 from longform.progress import reporter
 from longform.prompts import Prompt
 from longform.session import BuildSession
@@ -141,14 +141,15 @@ def save(session: BuildSession, result: Draft | Lengthened | WriteFailure, *, ne
             "reason": result.reason, "detail": result.detail, "created_at": now()})
         tally.failures[f"{result.stage}:{result.reason}"] += 1
         return False
-    scored = length.measure(result.text, result.required_words)
+    scored = measure(result.text, result.spec)
     store.add("samples", {**result.sample_row(session.run_id, model), **scored})
     tally.samples += 1
     tally.new_samples += int(new)
     tally.length_scores.append(scored["length_score"])
     tally.sample_ids.append(result.sample_id)
-    # `--until-accepted` counts samples over the length floor; judges and filters come after.
-    return scored["length_score"] >= session.settings.selection.min_length_score
+    # `--until-accepted` counts samples over the length floor that obey their bound; judges and
+    # filters come after.
+    return scored["length_score"] >= session.settings.selection.min_length_score and scored["bound_ok"] is not False
 
 
 @task(name="judge-remaining", cache_policy=NONE)

@@ -34,6 +34,13 @@ def min_length_score(score: float, floor: float) -> Check:
     return Check("min_length_score", False, f"S_l {score:.1f} < {floor:g}")
 
 
+def length_bound(bound_ok: bool | None, asked: str) -> Check:
+    """A bound or range the instruction set ("no more than 400 words", "不少于3000字"), broken."""
+    if bound_ok is not False:
+        return _ok("length_bound")
+    return Check("length_bound", False, f"asked for {asked}")
+
+
 _PLAN_LABEL = re.compile(
     r"^\s*(?:[#*>\s]*)(?:(?:paragraph|section|part|step)\s+\d+\s*[:.\-]|(?:main point|word count)\s*[:：]"
     r"|第[一二三四五六七八九十\d]+段\s*[:：]|(?:段落|字数)\s*[:：\d])", re.IGNORECASE | re.MULTILINE)

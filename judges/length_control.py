@@ -2,7 +2,9 @@
 
 LLM judges prefer longer answers. We estimate how much, and take it out.
 
-Pairwise verdicts. A logistic GLM over every verdict, both orders:
+Pairwise verdicts. A logistic GLM over every verdict, both orders, on the judge's probability that
+the first answer is better where its logprobs give one (a binomial GLM with fractional responses,
+as LC-AlpacaEval weights its preferences), else on the argmax (1, 0, or ½ for a tie):
 
     logit P(first ≻ second) = β_pos + (θ_g(first) − θ_g(second)) + φ · tanh(Δlen / σ)
 
@@ -16,7 +18,8 @@ cross-group comparisons it took part in, with Δlen = 0 and no position.
 A candidate's length-controlled logit is its observed logit against the other candidate (both orders
 pooled, add-½ smoothed) minus the fitted length term.
 
-Rubric scores. OLS of S_q on f(len) = tanh of the standardised log length, plus a fixed effect per
+Rubric scores. OLS of S_q (its expectation under the rating tokens' probabilities where the judge
+gave them, else the argmax) on f(len) = tanh of the standardised log length, plus a fixed effect per
 prompt where prompts have several candidates:
 
     LC score = S_q − φ_s · (f(len) − f(required length))
@@ -60,8 +63,16 @@ class Verdict:
     second_words: int
     first_group: str
     second_group: str
-    winner: str                     # A | B | tie
+    winner: str | None              # A | B | tie (the argmax); None when only p_first was read
     prompt_id: str = ""
+    p_first: float | None = None    # P(first ≻ second) from the verdict token's logprobs
+
+    @property
+    def preference(self) -> float:
+        """The response: P(first ≻ second), graded where the judge's logprobs gave it."""
+        if self.p_first is not None:
+            return self.p_first
+        return {"A": 1.0, "B": 0.0, "tie": 0.5}[self.winner]
 
 
 @dataclass(frozen=True)
@@ -87,17 +98,19 @@ def fit_pairwise(verdicts: list[Verdict], *, instruction_min: int | None = None
     n = len(verdicts)
     if n < 4:
         return LengthFit("pairwise", "not_identified", n, f"{n} usable verdicts; need at least 4"), {}
-    answers = {v.winner for v in verdicts}
-    if len(answers) == 1:
-        return LengthFit("pairwise", "not_identified", n,
-                         f"every verdict is {answers.pop()!r}: the judge always picked the same position"), {}
+    y = np.array([v.preference for v in verdicts])
+    if np.ptp(y) < 1e-9:
+        graded = any(v.p_first is not None for v in verdicts)
+        why = (f"every preference is {y[0]:.3f}" if graded else
+               f"every verdict is {verdicts[0].winner!r}: the judge always picked the same position;"
+               " graded verdicts ([judges] verdicts = \"logprobs\") would give it a signal")
+        return LengthFit("pairwise", "not_identified", n, f"{why}: nothing to fit"), {}
     delta = np.array([v.first_words - v.second_words for v in verdicts], dtype=float)
     sigma = float(np.std(delta))
     if sigma == 0:
         return LengthFit("pairwise", "not_identified", n, "every pair has the same length difference"), {}
     groups = sorted({v.first_group for v in verdicts} | {v.second_group for v in verdicts})
     compared = groups[1:]  # the first group is the reference, θ = 0
-    y = np.array([{"A": 1.0, "B": 0.0, "tie": 0.5}[v.winner] for v in verdicts])
     columns = {"position": np.ones(n), "length": np.tanh(delta / sigma)}
     for g in compared:
         columns[f"theta[{g}]"] = np.array([(v.first_group == g) - (v.second_group == g) for v in verdicts], float)
@@ -126,13 +139,53 @@ def fit_pairwise(verdicts: list[Verdict], *, instruction_min: int | None = None
         return theta[g] + params.get(f"delta[{v.prompt_id}|{g}]", 0.0)
 
     detail = {
-        "position": {"estimate": params["position"], "ci": list(ci["position"])},
+        "position": {"estimate": params["position"], "ci": list(ci["position"]),
+                     "mean_p_first": float(np.mean(y)), "pair_bias": _position_bias(verdicts)},
+        "graded": sum(v.p_first is not None for v in verdicts),
+        "longer_wins": _longer_wins(verdicts, phi, sigma, params["position"]),
         "groups": _group_rates(verdicts, theta, strength) if len(groups) > 1 else {},
         "instruction_terms": instructions,
     }
     fit = LengthFit("pairwise", "fitted", n, phi=phi, ci_low=ci["length"][0], ci_high=ci["length"][1],
                     scale=sigma, detail=detail)
     return fit, _sample_logits(verdicts, phi, sigma)
+
+
+def _position_bias(verdicts: list[Verdict]) -> float | None:
+    """How much the judge favours whatever is shown first, averaged over pairs asked in both orders:
+    mean of (P(first | A,B) + P(first | B,A)) / 2 − ½ (0: none; ½: it always picks the first)."""
+    by_pair: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
+    for v in verdicts:
+        by_pair[tuple(sorted((v.first, v.second)))][v.first] = v.preference
+    both = [sum(orders.values()) / 2 - 0.5 for orders in by_pair.values() if len(orders) == 2]
+    return float(np.mean(both)) if both else None
+
+
+def _longer_wins(verdicts: list[Verdict], phi: float, sigma: float, position: float) -> dict[str, float] | None:
+    """How often the longer answer of a pair wins: as the judge said (position-debiased), and with
+    the fitted length term taken out (the model's win probability at Δlen = 0 plus the residual)."""
+    raw, lc = [], []
+    for v in verdicts:
+        if v.first_words == v.second_words:
+            continue
+        length = phi * math.tanh((v.first_words - v.second_words) / sigma)
+        p = min(max(v.preference, 1e-6), 1 - 1e-6)
+        controlled = _sigmoid(math.log(p / (1 - p)) - length)
+        first_longer = v.first_words > v.second_words
+        raw.append(p if first_longer else 1 - p)
+        lc.append(controlled if first_longer else 1 - controlled)
+    if not raw:
+        return None
+    return {"raw": float(np.mean(raw)), "lc": float(np.mean(lc)), "pairs": len(raw)}
+
+
+def debiased_preferences(verdicts: list[Verdict]) -> dict[tuple[str, str], float]:
+    """Per pair (a, b) asked in both orders: (P(a first ≻ b) + 1 − P(b first ≻ a)) / 2, the judge's
+    preference for a with its position bias cancelled."""
+    by_pair: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
+    for v in verdicts:
+        by_pair[tuple(sorted((v.first, v.second)))][v.first] = v.preference
+    return {(a, b): (orders[a] + 1 - orders[b]) / 2 for (a, b), orders in by_pair.items() if len(orders) == 2}
 
 
 def _rich_instructions(verdicts: list[Verdict], least: int) -> list[str]:
@@ -145,7 +198,7 @@ def _group_rates(verdicts: list[Verdict], theta: dict[str, float], strength) -> 
     for v in verdicts:
         if v.first_group == v.second_group:
             continue
-        won = {"A": 1.0, "B": 0.0, "tie": 0.5}[v.winner]
+        won = v.preference
         for me, other, score in ((v.first_group, v.second_group, won), (v.second_group, v.first_group, 1 - won)):
             lc[me].append(_sigmoid(strength(v, me) - strength(v, other)))
             raw[me].append(score)
@@ -158,17 +211,21 @@ def _sample_logits(verdicts: list[Verdict], phi: float, sigma: float) -> dict[st
     words: dict[str, int] = {}
     for v in verdicts:
         a, b = sorted((v.first, v.second))
-        won = {"A": 1.0, "B": 0.0, "tie": 0.5}[v.winner]
+        won = v.preference
         pairs[(a, b)].append(won if v.first == a else 1 - won)
         words[v.first], words[v.second] = v.first_words, v.second_words
-    raw, lc = defaultdict(list), defaultdict(list)
+    raw, lc, preference = defaultdict(list), defaultdict(list), defaultdict(list)
     for (a, b), wins in pairs.items():
+        # Both orders pooled: with one verdict each, the mean is the position-debiased preference.
+        preference[a].append(sum(wins) / len(wins))
+        preference[b].append(1 - sum(wins) / len(wins))
         p = (sum(wins) + 0.5) / (len(wins) + 1)
         observed = math.log(p / (1 - p))
         controlled = observed - phi * math.tanh((words[a] - words[b]) / sigma)
         raw[a].append(observed), lc[a].append(controlled)
         raw[b].append(-observed), lc[b].append(-controlled)
-    return {s: {"pairwise_logit": float(np.mean(raw[s])), "lc_pairwise_logit": float(np.mean(lc[s]))} for s in raw}
+    return {s: {"pairwise_logit": float(np.mean(raw[s])), "lc_pairwise_logit": float(np.mean(lc[s])),
+                "pairwise_preference": float(np.mean(preference[s]))} for s in raw}
 
 
 # --- rubric --------------------------------------------------------------------------------------
@@ -182,6 +239,10 @@ def fit_rubric(rated: list[Rated]) -> tuple[LengthFit, dict[str, float]]:
     mean, sd = float(log_len.mean()), float(log_len.std())
     if sd == 0:
         return LengthFit("rubric", "not_identified", n, "every sample has the same length"), {}
+    if np.ptp([r.quality for r in rated]) < 1e-9:
+        return LengthFit("rubric", "not_identified", n,
+                         f"every sample got the same score ({rated[0].quality:.2f}): nothing to fit;"
+                         " graded scores ([judges] verdicts = \"logprobs\") would give it a signal"), {}
 
     def f(words: np.ndarray | float) -> np.ndarray:
         return np.tanh((np.log(np.maximum(words, 1)) - mean) / sd)
@@ -237,6 +298,8 @@ def _estimates(result, names: list[str]):
     ci = {name: (float(lo), float(hi)) for name, (lo, hi) in zip(names, np.asarray(result.conf_int()))}
     if not all(math.isfinite(v) for v in params.values()) or not all(map(math.isfinite, ci["length"])):
         return "the fit did not converge to finite estimates (e.g. one side always wins)"
+    if not ci["length"][1] - ci["length"][0] > 1e-9:
+        return "the length term's interval has zero width: the response does not vary with anything fitted"
     if ci["length"][1] - ci["length"][0] > 1e3:
         return "the length term is not identified (its confidence interval is unbounded; complete separation?)"
     return params, ci

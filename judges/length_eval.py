@@ -12,9 +12,10 @@ import time
 import uuid
 from typing import Callable
 
-from judges.length import WORDS, length_score, required_words
 from judges.ruler import ruler_metrics
 from longform.errors import LongformError
+from longform.length_reader import read_length, spec_for
+from longform.lengths import WORDS, LengthSpec
 from longform.prompts import Prompt
 from longform.store import now
 
@@ -22,21 +23,29 @@ from longform.store import now
 Generate = Callable[[str, int], tuple[str, int, str]]
 
 
-def targets(prompts: list[Prompt], source: str) -> list[tuple[Prompt, int]]:
+def targets(prompts: list[Prompt], source: str) -> list[tuple[Prompt, LengthSpec]]:
     out = []
     for p in prompts:
-        words = p.target_words or required_words(p.instruction)
-        if not words:
+        spec = spec_for_eval(p)
+        if spec is None:
             raise LongformError(f"{source}: prompt {p.prompt_id!r} names no length; give it target_words")
-        out.append((p, words))
+        out.append((p, spec))
     return out
 
 
-def evaluate(generate: Generate, prompts: list[tuple[Prompt, int]], *, model: str, tokens_per_word: float,
+def spec_for_eval(p: Prompt) -> LengthSpec | None:
+    """Like a build's spec, without a default: a prompt that names no length cannot be evaluated."""
+    if p.target_words or p.min_words or p.max_words:
+        return spec_for(p, 1)
+    return read_length(p.instruction)
+
+
+def evaluate(generate: Generate, prompts: list[tuple[Prompt, LengthSpec]], *, model: str, tokens_per_word: float,
              max_new_tokens: int | None, record: Callable[[dict], None]) -> dict:
     eval_id = f"e-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     rows = []
-    for prompt, required in prompts:
+    for prompt, spec in prompts:
+        required = spec.aim
         budget = int(required * tokens_per_word * 1.5) + 64
         if max_new_tokens:
             budget = min(budget, max_new_tokens)
@@ -44,7 +53,8 @@ def evaluate(generate: Generate, prompts: list[tuple[Prompt, int]], *, model: st
         words = WORDS(text)
         row = {"eval_id": eval_id, "model": model, "prompt_id": prompt.prompt_id, "instruction": prompt.instruction,
                "required_words": required, "text": text, "words": words, "length_counter": WORDS.name,
-               "length_score": length_score(required, words), "tokens_out": tokens, "finish_reason": finish,
+               "length_score": spec.score(words), "length_kind": spec.kind, "bound_ok": spec.bound_ok(words),
+               "tokens_out": tokens, "finish_reason": finish,
                "created_at": now()}
         record(row)
         rows.append(row)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from judges.length import WORDS
+from longform.lengths import WORDS
 from longform.config import JudgesConfig
 from longform.engine import ChatRequest, Completion, Engine, RequestFailed
 from longform.templates import PromptTemplate
@@ -54,14 +54,17 @@ def clip(candidate: Candidate, max_tokens: int) -> str:
     return f"{text[:head]}\n\n[… {omitted} words omitted …]\n\n{text[len(text) - tail:]}"
 
 
-async def ask_judge(engine: Engine, cfg: JudgesConfig, stage: str, content: str, schema: dict,
-                    template: PromptTemplate, subject: Candidate) -> Completion | RequestFailed:
-    """The judge's answer about `subject` (a pair's first candidate), or the failure stored in its place."""
+async def ask_judge(engine: Engine, cfg: JudgesConfig, stage: str, content: str, schema: dict | None,
+                    template: PromptTemplate, subject: Candidate, *, max_tokens: int | None = None
+                    ) -> Completion | RequestFailed:
+    """The judge's answer about `subject` (a pair's first candidate), or the failure stored in its place.
+    With `[judges] verdicts = "logprobs"` the answer carries the top alternatives of each token."""
     try:
         return await engine.complete(ChatRequest(
-            stage=stage, messages=[{"role": "user", "content": content}], max_tokens=cfg.max_tokens,
+            stage=stage, messages=[{"role": "user", "content": content}], max_tokens=max_tokens or cfg.max_tokens,
             temperature=cfg.temperature, json_schema=schema, template=template.identity,
-            sample_id=subject.sample_id, prompt_id=subject.prompt_id))
+            sample_id=subject.sample_id, prompt_id=subject.prompt_id,
+            top_logprobs=cfg.top_logprobs if cfg.verdicts == "logprobs" else None))
     except RequestFailed as e:
         return e
 

@@ -3,6 +3,11 @@
 Judges favour a position as well as length. Asking A-then-B and B-then-A and storing both verdicts
 makes position bias measurable (the length-control fit has a term for it) instead of folded
 silently into one verdict; a pair whose two verdicts disagree is kept as it is.
+
+With `[judges] verdicts = "logprobs"` (the default) the judge answers one letter, and `p_first`, its
+probability that the first response is better, is read from that token's top alternatives
+(judges/verdicts.py), as Length-Controlled AlpacaEval weights its preferences. A pair's
+position-debiased preference is (P(first | A,B) + 1 − P(first | B,A)) / 2.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import re
 from pathlib import Path
 
 from judges.material import Candidate, ask_judge, clip, failed, quote
+from judges.verdicts import first_token_preference
 from longform import templates
 from longform.config import JudgesConfig
 from longform.engine import Engine, RequestFailed
@@ -55,7 +61,8 @@ class PairwiseJudge:
     def __init__(self, engine: Engine, cfg: JudgesConfig, context_window: int):
         self._engine = engine
         self._cfg = cfg
-        self._template = templates.load(_TEMPLATES, "pairwise")
+        self._letter = cfg.verdicts == "logprobs"
+        self._template = templates.load(_TEMPLATES, "pairwise_letter" if self._letter else "pairwise")
         self._text_tokens = max(256, (context_window - cfg.max_tokens - _PROMPT_OVERHEAD) // 2)
 
     def judgment_id(self, first: Candidate, second: Candidate) -> str:
@@ -75,8 +82,20 @@ class PairwiseJudge:
         row = {"judgment_id": self.judgment_id(first, second), "run_id": run_id, "kind": self.kind,
                "judge_model": self._engine.model, "prompt_id": first.prompt_id,
                "sample_id": first.sample_id, "other_sample_id": second.sample_id, "created_at": now()}
-        answer = await ask_judge(self._engine, self._cfg, "judge_pairwise", content, SCHEMA, self._template, first)
+        if self._letter:
+            # One token: the verdict letter, with its alternatives.
+            answer = await ask_judge(self._engine, self._cfg, "judge_pairwise", content, None, self._template, first,
+                                     max_tokens=1)
+        else:
+            answer = await ask_judge(self._engine, self._cfg, "judge_pairwise", content, SCHEMA, self._template, first)
         if isinstance(answer, RequestFailed):
             return failed(row, answer)
-        winner, status = parse(answer.text)
-        return {**row, "winner": winner, "parse_status": status, "raw": answer.text, "key": answer.key}
+        if not self._letter:
+            winner, status = parse(answer.text)
+            return {**row, "winner": winner, "parse_status": status, "raw": answer.text, "key": answer.key,
+                    "signal": "argmax: [judges] verdicts = \"text\""}
+        letter = answer.text.strip(" \t\n\"'*:.()")
+        winner, status = (letter, "letter") if letter in ("A", "B") else (None, "unparsable")
+        p_first, signal = first_token_preference(answer.logprobs)
+        return {**row, "winner": winner, "parse_status": status, "raw": answer.text, "key": answer.key,
+                "p_first": p_first, "signal": signal}

@@ -94,6 +94,7 @@ def _markdown(run, samples, fits, checks, dpo, judged, plots) -> str:
               "φ is the judge's preference for length (pairwise: per unit of tanh(Δwords/σ) on the logit; rubric:"
               " S_q points per unit of tanh of standardised log length), with its 95% confidence interval.", "",
               "| judge | kind | status | n | φ | 95% CI | note |", "|---|---|---|---|---|---|---|"]
+    lines += _judge_summary(fits)
     for f in fits:
         ci = f"[{f['ci_low']:.2f}, {f['ci_high']:.2f}]" if f["status"] == "fitted" else "–"
         phi = f"{f['phi']:.2f}" if f["phi"] is not None else "–"
@@ -117,6 +118,24 @@ def _markdown(run, samples, fits, checks, dpo, judged, plots) -> str:
         lines += [f"| {reason} | {n} |" for reason, n in reasons.most_common()]
     lines += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots] + [""]
     return "\n".join(lines)
+
+
+def _judge_summary(fits) -> list[str]:
+    """Per judge: verdicts (graded ones), position bias, φ and its interval, the longer answer's win
+    rate as judged and length-controlled."""
+    lines = []
+    for f in fits:
+        detail = json.loads(f["detail"]) if isinstance(f["detail"], str) else (f["detail"] or {})
+        if f["kind"] != "pairwise" or f["status"] != "fitted":
+            continue
+        position, longer = detail.get("position") or {}, detail.get("longer_wins") or {}
+        bias = position.get("pair_bias")
+        lines.append(f"- **{f['judge_model']}**, pairwise: {f['n']} verdicts ({detail.get('graded', 0)} graded from"
+                     f" logprobs); position bias {'–' if bias is None else f'{bias:+.2f}'} (P(first wins) − ½,"
+                     f" both orders); φ {f['phi']:.2f} [{f['ci_low']:.2f}, {f['ci_high']:.2f}]"
+                     + (f"; the longer answer wins {longer['raw']:.0%} as judged, {longer['lc']:.0%} length-controlled"
+                        f" ({longer['pairs']} verdicts)" if longer else ""))
+    return lines + ([""] if lines else [])
 
 
 def _pct(value: float | None) -> str:

@@ -2,7 +2,9 @@
 
 S_q = mean over dimensions of (rating - 1) x 25, so 0-100 like the length score S_l. Ratings are
 asked for as JSON (`response_format`); a lenient parser reads prose answers from servers without
-structured output. Whatever comes back, raw output and parse status are stored: an unparsable
+structured output. With `[judges] verdicts = "logprobs"`, each rating is also scored in expectation
+under its token's probabilities over "1" … "5" (G-Eval), stored as `expected_quality` beside the
+argmax `quality`: a graded score where a small judge gives every answer the same integers. Whatever comes back, raw output and parse status are stored: an unparsable
 verdict is a row with no score, never a guessed one.
 """
 
@@ -14,6 +16,7 @@ import re
 from pathlib import Path
 
 from judges.material import Candidate, ask_judge, clip, failed, quote
+from judges.verdicts import expected_rating, token_at
 from longform import templates
 from longform.config import JudgesConfig
 from longform.engine import Engine, RequestFailed
@@ -44,6 +47,21 @@ def parse(text: str) -> tuple[dict[str, int] | None, str]:
 
 def quality(ratings: dict[str, int]) -> float:
     return sum((ratings[d] - 1) * 25 for d in DIMENSIONS) / len(DIMENSIONS)
+
+
+def expected_ratings(text: str, logprobs) -> tuple[dict[str, float] | None, str]:
+    """Each dimension's expected rating, read at the token of its value; (None, why not) otherwise."""
+    if not logprobs:
+        return None, "argmax: the server returned no logprobs"
+    out = {}
+    for d in DIMENSIONS:
+        match = re.search(rf'"{d}"\s*:\s*(\d)', text)
+        token = token_at(logprobs, match.start(1)) if match else None
+        value = expected_rating(token[2] or {token[0]: token[1]}) if token else None
+        if value is None:
+            return None, f"argmax: no rating among the top alternatives of {d!r}"
+        out[d] = value
+    return out, "logprobs"
 
 
 def _from_json(text: str) -> dict[str, int] | None:
@@ -104,5 +122,12 @@ class RubricJudge:
         if isinstance(answer, RequestFailed):
             return failed(row, answer)
         ratings, status = parse(answer.text)
-        return {**row, "scores": ratings, "quality": quality(ratings) if ratings else None,
-                "parse_status": status, "raw": answer.text, "key": answer.key}
+        row = {**row, "scores": ratings, "quality": quality(ratings) if ratings else None,
+               "parse_status": status, "raw": answer.text, "key": answer.key,
+               "signal": "argmax: [judges] verdicts = \"text\""}
+        if self._cfg.verdicts == "logprobs" and ratings:
+            expected, row["signal"] = expected_ratings(answer.text, answer.logprobs)
+            if expected:
+                row["scores"] = {**ratings, "expected": expected}
+                row["expected_quality"] = quality(expected)
+        return row

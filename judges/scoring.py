@@ -14,6 +14,7 @@ from judges import filters
 from judges.length_control import LengthFit, Rated, Verdict, fit_pairwise, fit_rubric
 from judges.selection import Scored, select
 from longform.config import Settings
+from longform.lengths import asked
 from longform.store import Store, now
 
 
@@ -41,8 +42,9 @@ def score_run(store: Store, settings: Settings, *, run_id: str, sample_ids: list
     judgments = _judgments(store, judgment_ids)
     by_id = {s["sample_id"]: s for s in samples}
     fits = []
-    rated = [Rated(j["sample_id"], j["prompt_id"], j["quality"], by_id[j["sample_id"]]["words"],
-                   by_id[j["sample_id"]]["required_words"])
+    # The graded score where the judge's logprobs gave one, else the argmax (judges/rubric.py).
+    rated = [Rated(j["sample_id"], j["prompt_id"], _graded(j["expected_quality"], j["quality"]),
+                   by_id[j["sample_id"]]["words"], by_id[j["sample_id"]]["required_words"])
              for j in judgments if j["kind"] == "rubric" and j["quality"] is not None and j["sample_id"] in scored]
     if rated:
         fit, lc = fit_rubric(rated)
@@ -54,8 +56,8 @@ def score_run(store: Store, settings: Settings, *, run_id: str, sample_ids: list
     group_by = settings.judges.compare
     verdicts = [Verdict(j["sample_id"], j["other_sample_id"], by_id[j["sample_id"]]["words"],
                         by_id[j["other_sample_id"]]["words"], by_id[j["sample_id"]][group_by],
-                        by_id[j["other_sample_id"]][group_by], j["winner"], j["prompt_id"])
-                for j in judgments if j["kind"] == "pairwise" and j["winner"]
+                        by_id[j["other_sample_id"]][group_by], j["winner"], j["prompt_id"], j["p_first"])
+                for j in judgments if j["kind"] == "pairwise" and (j["winner"] or j["p_first"] is not None)
                 and j["sample_id"] in by_id and j["other_sample_id"] in by_id]
     if verdicts:
         fit, logits = fit_pairwise(verdicts, instruction_min=settings.judges.instruction_terms_min)
@@ -92,6 +94,7 @@ def _sample_checks(sample: dict, settings: Settings) -> list[filters.Check]:
     text = sample["text"]
     return [
         filters.min_length_score(sample["length_score"], settings.selection.min_length_score),
+        filters.length_bound(sample["bound_ok"], asked(sample)),
         filters.plan_labels(text),
         filters.repeated_paragraphs(text, settings.filters.repeated_paragraphs),
         filters.ends_with_punctuation(text),
@@ -117,7 +120,11 @@ def _near_duplicate_prompts(store: Store, prompt_ids: set[str], threshold: float
     return checks
 
 
-_SAMPLE_COLUMNS = ("sample_id", "prompt_id", "text", "words", "required_words", "length_score", "writer", "model")
+_SAMPLE_COLUMNS = ("sample_id", "prompt_id", "text", "words", "required_words", "length_score", "writer", "model",
+                   "length_kind", "length_low", "length_high", "length_unit", "bound_ok")
+
+
+
 
 
 def _samples(store: Store, sample_ids: list[str]) -> list[dict]:
@@ -126,7 +133,12 @@ def _samples(store: Store, sample_ids: list[str]) -> list[dict]:
     return [dict(zip(_SAMPLE_COLUMNS, r)) for r in rows]
 
 
-_JUDGMENT_COLUMNS = ("kind", "prompt_id", "sample_id", "other_sample_id", "quality", "winner")
+_JUDGMENT_COLUMNS = ("kind", "prompt_id", "sample_id", "other_sample_id", "quality", "winner", "p_first",
+                     "expected_quality")
+
+
+def _graded(expected: float | None, argmax: float) -> float:
+    return argmax if expected is None else expected
 
 
 def _judgments(store: Store, judgment_ids: list[str]) -> list[dict]:

@@ -493,8 +493,10 @@ def eval_length(
             return hf_model.generate(lm, tokenizer, instruction, max_new_tokens=budget, seed=seed)
 
         with Store.open(db) as store:
+            # A model saved by `longform train` is followed back to its training run (and its data).
+            train_id = store.train_id_for(Path(model).resolve()) if Path(model).exists() else None
             result = evaluate(generate, items, model=model, tokens_per_word=1.5, max_new_tokens=max_new_tokens,
-                              record=lambda row: store.add("length_evals", row))
+                              record=lambda row: store.add("length_evals", {**row, "train_id": train_id}))
         table = Table("prompt", "required", "words", "S_l", "finish", title=f"eval {result['eval_id']} · {model}")
         for r in result["rows"]:
             table.add_row(r["prompt_id"], str(r["required_words"]), str(r["words"]), f"{r['length_score']:.1f}",
@@ -525,6 +527,25 @@ def report(
         out_dir = out or Path(config["build"]["out_dir"]) / name / "report"
         path = write_report(lambda sql: read_query(db, sql), run_id, out_dir)
         console.print(f"report for run {run_id}: {path}")
+
+
+@app.command()
+def view(
+    db: Path = typer.Option(DEFAULT_DB, help="DuckDB file."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (loopback: only this machine)."),
+    port: int = typer.Option(8765, min=0, max=65535),
+) -> None:
+    """A local, read-only web page to read and audit the corpus: runs, samples, lineage, judges, selections."""
+    with _user_errors():
+        from longform.store import read_query
+
+        read_query(db, "SELECT count(*) FROM runs")  # a missing or unreadable database: one line, exit 2
+        import uvicorn
+
+        from longform.viewer.app import create_app
+
+        err_console.print(f"longform view: http://{host}:{port}/ (Ctrl-C stops)")
+        uvicorn.run(create_app(db), host=host, port=port, log_level="warning")
 
 
 class _EngineColumn(ProgressColumn):

@@ -124,6 +124,11 @@ class AgentWriteConfig(_Section):
     # A section shorter than this share of its budget gets continuation requests.
     min_section_ratio: float = Field(0.6, ge=0, le=1)
     max_continuations: int = Field(2, ge=0)
+    # Closed-loop length control (writers/agentwrite.py): re-allocate the words still owed after each
+    # section, stop early past the spec's band, and add up to `max_extra_sections` sections when the
+    # plan is done and the answer is still short of it. Off: LongWriter's open loop.
+    length_control: bool = True
+    max_extra_sections: int = Field(3, ge=0)
 
 
 class SelfLengthenConfig(_Section):
@@ -175,6 +180,12 @@ class JudgesConfig(_Section):
     pairwise: bool = False
     max_tokens: int = Field(128, ge=16)
     temperature: float = Field(0.0, ge=0)
+    # "logprobs": graded verdicts read from token log-probabilities (judges/verdicts.py): the pairwise
+    # judge answers one letter and P(A) comes from its top alternatives; rubric ratings are also
+    # scored in expectation. Where the server sends no logprobs, the row falls back to the argmax
+    # and says so. "text": the argmax only, as JSON.
+    verdicts: Literal["logprobs", "text"] = "logprobs"
+    top_logprobs: int = Field(20, ge=2, le=20)
     # Pairs judged per prompt, in both orders (all pairs of its first candidates up to this many).
     max_pairs_per_prompt: int = Field(6, ge=1)
     # What the pairwise length-control fit compares (its per-group quality θ): samples' writer or model.
@@ -184,7 +195,7 @@ class JudgesConfig(_Section):
     instruction_terms_min: int | None = Field(None, ge=2)
 
 
-FilterName = Literal["min_length_score", "plan_labels", "repeated_paragraphs", "near_duplicate_prompt",
+FilterName = Literal["min_length_score", "length_bound", "plan_labels", "repeated_paragraphs", "near_duplicate_prompt",
                      "ends_with_punctuation", "repeated_ngram", "meta_words"]
 
 
@@ -194,7 +205,7 @@ class FiltersConfig(_Section):
     near_duplicate_prompts: float = Field(90.0, gt=0, le=100)
     repeated_paragraphs: float = Field(90.0, gt=0, le=100)
     # Filters whose failure excludes a sample from selection; the others are only recorded.
-    required: list[FilterName] = ["min_length_score", "plan_labels", "repeated_paragraphs", "near_duplicate_prompt"]
+    required: list[FilterName] = ["min_length_score", "length_bound", "plan_labels", "repeated_paragraphs", "near_duplicate_prompt"]
 
 
 class SelectionConfig(_Section):

@@ -22,6 +22,8 @@ class SampleIds:
         known = self._known.get((prompt.prompt_id, sample_index))
         if known is None:
             material = [self._fingerprint(), prompt.prompt_id, prompt.instruction, prompt.target_words, sample_index]
+            if prompt.min_words or prompt.max_words:  # only when set, so ids from before bounds stay the same
+                material.append([prompt.min_words, prompt.max_words])
             digest = hashlib.sha256(json.dumps(material, sort_keys=True, ensure_ascii=False).encode("utf-8"))
             known = self._known[(prompt.prompt_id, sample_index)] = "s-" + digest.hexdigest()[:20]
         return known

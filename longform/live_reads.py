@@ -51,11 +51,11 @@ class QueryServer:
         self._httpd.shutdown()
         self._httpd.server_close()
 
-    def _answer(self, sql: str) -> dict:
+    def _answer(self, sql: str, params: list) -> dict:
         cursor = self._con.cursor()  # a cursor per thread: DuckDB connections are not thread-safe
         try:
             self._check(cursor, sql)
-            result = cursor.execute(sql)
+            result = cursor.execute(sql, params)
             columns = [d[0] for d in result.description] if result.description else []
             return {"columns": columns, "rows": result.fetchall() if columns else []}
         finally:
@@ -71,9 +71,9 @@ class QueryServer:
             def do_POST(self) -> None:
                 if self.headers.get("Authorization") != f"Bearer {server._token}":
                     return self._reply(403, {"error": "bad token"})
-                sql = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode("utf-8")
                 try:
-                    self._reply(200, server._answer(sql))
+                    asked = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                    self._reply(200, server._answer(asked["sql"], asked.get("params") or []))
                 except Exception as e:  # the client turns it into a one-line error
                     self._reply(400, {"error": str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__})
 
@@ -92,11 +92,13 @@ class LiveReadError(Exception):
     """The writer refused or failed the query; the message is one line."""
 
 
-def ask_writer(db_path: Path, sql: str, timeout_s: float = 60.0) -> tuple[Columns, Rows] | None:
-    """The writer's answer, or None when no writer is reachable."""
+def ask_writer(db_path: Path, sql: str, params: list | None = None,
+               timeout_s: float = 60.0) -> tuple[Columns, Rows] | None:
+    """The writer's answer, or None when no writer is reachable. `params` bind `?` placeholders."""
     try:
         info = json.loads(address_file(db_path).read_text())
-        response = httpx.post(f"http://127.0.0.1:{info['port']}/query", content=sql.encode("utf-8"),
+        body = json.dumps({"sql": sql, "params": params or []}, default=str).encode("utf-8")
+        response = httpx.post(f"http://127.0.0.1:{info['port']}/query", content=body,
                               headers={"Authorization": f"Bearer {info['token']}"}, timeout=timeout_s)
     except (OSError, ValueError, KeyError, httpx.HTTPError):
         return None

@@ -13,7 +13,7 @@ from longform.errors import LongformError
 if TYPE_CHECKING:
     from longform.config import Settings
 
-_KNOWN = {"id", "instruction", "target_words"}
+_KNOWN = {"id", "instruction", "target_words", "min_words", "max_words"}
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,9 @@ class Prompt:
     instruction: str
     # The length the user asked for in the JSONL file; None means "read it from the instruction".
     target_words: int | None = None
+    # Bounds from the prompts file: at least / at most / a range (longform/length_reader.py).
+    min_words: int | None = None
+    max_words: int | None = None
     meta: dict = field(default_factory=dict, compare=False)
 
 
@@ -80,13 +83,20 @@ def _parse_line(path: Path, lineno: int, line: str) -> Prompt:
         raise LongformError(f"{where}: missing string key 'instruction'")
     if not instruction.strip():
         raise LongformError(f"{where}: empty instruction")
-    target = obj.get("target_words")
-    if target is not None and (isinstance(target, bool) or not isinstance(target, int) or target <= 0):
-        raise LongformError(f"{where}: 'target_words' must be a positive integer, got {target!r}")
+    lengths = {}
+    for key in ("target_words", "min_words", "max_words"):
+        value = obj.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+            raise LongformError(f"{where}: {key!r} must be a positive integer, got {value!r}")
+        lengths[key] = value
+    if lengths["target_words"] and (lengths["min_words"] or lengths["max_words"]):
+        raise LongformError(f"{where}: give 'target_words' or 'min_words'/'max_words', not both")
+    if lengths["min_words"] and lengths["max_words"] and lengths["min_words"] > lengths["max_words"]:
+        raise LongformError(f"{where}: 'min_words' {lengths['min_words']} is above 'max_words' {lengths['max_words']}")
     pid = obj.get("id")
     if pid is None:
         pid = prompt_id_for(instruction)
     elif not isinstance(pid, (str, int)) or isinstance(pid, bool) or not str(pid).strip():
         raise LongformError(f"{where}: 'id' must be a non-empty string or integer")
     meta = {k: v for k, v in obj.items() if k not in _KNOWN}
-    return Prompt(prompt_id=str(pid), instruction=instruction, target_words=target, meta=meta)
+    return Prompt(prompt_id=str(pid), instruction=instruction, meta=meta, **lengths)

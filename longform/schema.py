@@ -57,7 +57,7 @@ MIGRATIONS: list[str] = [
         words INTEGER NOT NULL,
         length_counter VARCHAR NOT NULL,
         required_words INTEGER NOT NULL,
-        required_source VARCHAR NOT NULL,   -- target_words | instruction | default
+        required_source VARCHAR NOT NULL,   -- target_words | min_max_words | instruction | default
         length_score DOUBLE NOT NULL,
         n_sections INTEGER NOT NULL,
         plan_source VARCHAR,                -- json | text (the fallback parser)
@@ -289,24 +289,61 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (run_id, pool, endpoint)
     );
     """,
+    # v9: lengths as specs, not numbers (longform/lengths.py). `required_words` stays the length a
+    # writer aimed at; the spec says what was asked: exact | about | at_most | at_least | range | none,
+    # its bounds, the unit it named and the words that named it. `bound_ok` is NULL for kinds without
+    # a bound. `length_stop` says why AgentWrite's length control stopped adding text.
+    """
+    ALTER TABLE prompts ADD COLUMN min_words INTEGER;
+    ALTER TABLE prompts ADD COLUMN max_words INTEGER;
+    ALTER TABLE samples ADD COLUMN length_kind VARCHAR;
+    ALTER TABLE samples ADD COLUMN length_low INTEGER;
+    ALTER TABLE samples ADD COLUMN length_high INTEGER;
+    ALTER TABLE samples ADD COLUMN length_unit VARCHAR;
+    ALTER TABLE samples ADD COLUMN length_span VARCHAR;
+    ALTER TABLE samples ADD COLUMN bound_ok BOOLEAN;
+    ALTER TABLE samples ADD COLUMN length_stop VARCHAR;
+    ALTER TABLE sections ADD COLUMN budget_words INTEGER;   -- what was asked after re-allocation
+    ALTER TABLE sections ADD COLUMN elided BOOLEAN;         -- its prompt left the oldest text so far out
+    ALTER TABLE length_evals ADD COLUMN length_kind VARCHAR;
+    ALTER TABLE length_evals ADD COLUMN bound_ok BOOLEAN;
+    -- Judges read graded verdicts from token log-probabilities (judges/verdicts.py). A request asked
+    -- with top_logprobs keeps them, so a cached answer replays them: [[token, logprob, {alt: lp}], …].
+    ALTER TABLE requests ADD COLUMN logprobs JSON;
+    -- p_first: the judge's probability that the candidate shown first is better, from the verdict
+    -- token's logprobs; expected_quality: S_q from each rating's expected value under its logprobs
+    -- (G-Eval); signal: "logprobs", or "argmax: <why not>" where only the chosen token could be read.
+    ALTER TABLE judgments ADD COLUMN p_first DOUBLE;
+    ALTER TABLE judgments ADD COLUMN expected_quality DOUBLE;
+    ALTER TABLE judgments ADD COLUMN signal VARCHAR;
+    -- Provenance: what produced a run (longform/provenance.py); which export a training run read
+    -- (content hash of its Parquet files, and the run that export came from); which trained model
+    -- a length evaluation evaluated.
+    ALTER TABLE runs ADD COLUMN versions JSON;
+    ALTER TABLE train_runs ADD COLUMN dataset_hash VARCHAR;
+    ALTER TABLE train_runs ADD COLUMN source_run_id VARCHAR;
+    ALTER TABLE length_evals ADD COLUMN train_id VARCHAR;
+    """,
 ]
 
 LATEST = len(MIGRATIONS)
 
 # Tables written through the batched appender, with their columns in insert order.
 APPEND_TABLES: dict[str, tuple[str, ...]] = {
-    "prompts": ("prompt_id", "instruction", "target_words", "meta", "source", "created_at"),
+    "prompts": ("prompt_id", "instruction", "target_words", "meta", "source", "created_at", "min_words", "max_words"),
     "requests": ("request_id", "key", "run_id", "stage", "model", "request", "response_text", "finish_reason",
                  "tokens_in", "tokens_out", "latency_s", "attempts", "error", "created_at", "sample_id", "prompt_id",
-                 "section", "endpoint"),
+                 "section", "endpoint", "logprobs"),
     "texts": ("hash", "text"),
     "samples": ("sample_id", "prompt_id", "run_id", "writer", "model", "sample_index", "text", "words",
                 "length_counter", "required_words", "required_source", "length_score", "n_sections",
-                "plan_source", "tokens_out", "created_at"),
+                "plan_source", "tokens_out", "created_at", "length_kind", "length_low", "length_high", "length_unit",
+                "length_span", "bound_ok", "length_stop"),
     "sections": ("sample_id", "idx", "main_point", "planned_words", "text", "words", "length_counter",
-                 "continuations", "finish_reason"),
+                 "continuations", "finish_reason", "budget_words", "elided"),
     "judgments": ("judgment_id", "run_id", "kind", "judge_model", "prompt_id", "sample_id", "other_sample_id",
-                  "scores", "quality", "winner", "parse_status", "raw", "key", "created_at"),
+                  "scores", "quality", "winner", "parse_status", "raw", "key", "created_at", "p_first",
+                  "expected_quality", "signal"),
     "filter_checks": ("run_id", "subject", "subject_id", "filter", "passed", "reason", "created_at"),
     "length_fits": ("run_id", "judge_model", "kind", "status", "reason", "n", "phi", "ci_low", "ci_high", "scale",
                     "detail", "created_at"),
@@ -314,7 +351,8 @@ APPEND_TABLES: dict[str, tuple[str, ...]] = {
     "selections": ("selection_id", "run_id", "purpose", "prompt_id", "sample_id", "rejected_sample_id", "selected",
                    "reason", "scores", "created_at"),
     "length_evals": ("eval_id", "model", "prompt_id", "instruction", "required_words", "text", "words",
-                     "length_counter", "length_score", "tokens_out", "finish_reason", "created_at"),
+                     "length_counter", "length_score", "tokens_out", "finish_reason", "created_at", "length_kind",
+                     "bound_ok", "train_id"),
     "lengthen_steps": ("step_id", "run_id", "prompt_id", "sample_id", "parent_step_id", "iteration", "round", "role",
                        "words_before", "words_after", "length_counter", "verdicts", "accepted", "reason",
                        "finish_reason", "text", "created_at"),

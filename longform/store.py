@@ -34,6 +34,7 @@ from longform import chunked_text
 from longform.errors import LongformError, first_line
 from longform.live_reads import LiveReadError, QueryServer, ask_writer
 from longform.prompts import Prompt
+from longform.provenance import versions
 from longform.schema import APPEND_TABLES, LATEST, MIGRATIONS
 
 
@@ -129,9 +130,9 @@ class Store:
     def start_run(self, run_id: str, name: str, config: dict, prompts_path: str | None,
                   prefect_flow_run_id: str | None) -> None:
         self._con.execute(
-            "INSERT INTO runs (run_id, name, status, config, prompts_path, prefect_flow_run_id, started_at)"
-            " VALUES (?, ?, 'running', ?, ?, ?, ?)",
-            [run_id, name, json.dumps(config), prompts_path, prefect_flow_run_id, now()],
+            "INSERT INTO runs (run_id, name, status, config, prompts_path, prefect_flow_run_id, started_at, versions)"
+            " VALUES (?, ?, 'running', ?, ?, ?, ?, ?)",
+            [run_id, name, json.dumps(config), prompts_path, prefect_flow_run_id, now(), json.dumps(versions())],
         )
 
     def interrupt_stale_runs(self) -> list[tuple[str, str]]:
@@ -169,13 +170,20 @@ class Store:
     def put_train_run(self, row: dict) -> None:
         """Insert or update a training run (few rows, written at once)."""
         columns = ("train_id", "kind", "dataset", "model", "model_path", "params", "lora", "rows", "status",
-                   "steps", "final_loss", "output_dir", "error")
+                   "steps", "final_loss", "output_dir", "error", "dataset_hash", "source_run_id")
         values = [row.get(c) for c in columns]
         self._con.execute(
             f"INSERT INTO train_runs ({', '.join(columns)}, started_at) VALUES ({', '.join('?' * len(columns))}, ?)"
             " ON CONFLICT (train_id) DO UPDATE SET status = excluded.status, steps = excluded.steps,"
             " final_loss = excluded.final_loss, error = excluded.error, finished_at = ?",
             [*values, now(), now()])
+
+    def train_id_for(self, output_dir: Path) -> str | None:
+        """The finished training run that saved a model in `output_dir`, if this database has one."""
+        self.flush()
+        found = self._con.execute("SELECT train_id FROM train_runs WHERE output_dir = ? AND status = 'finished'"
+                                  " ORDER BY finished_at DESC LIMIT 1", [str(output_dir)]).fetchall()
+        return found[0][0] if found else None
 
     def clear_selection(self, run_id: str, purpose: str, metrics: list[str]) -> None:
         """Drop a run's earlier decisions of one kind, and the scores they were made on, before redoing them."""
@@ -333,26 +341,34 @@ class Store:
         if key not in self._answered:
             return None
         row = self._con.execute(
-            "SELECT response_text, finish_reason, tokens_in, tokens_out FROM requests"
+            "SELECT response_text, finish_reason, tokens_in, tokens_out, logprobs FROM requests"
             " WHERE key = ? AND error IS NULL LIMIT 1",
             [key],
         ).fetchone()
         if row is None:
             return None
-        return dict(zip(("response_text", "finish_reason", "tokens_in", "tokens_out"), row))
+        return dict(zip(("response_text", "finish_reason", "tokens_in", "tokens_out", "logprobs"), row))
 
     def add_prompts(self, prompts: list[Prompt], source: str) -> None:
         self.flush()
-        known = dict(self._con.execute("SELECT prompt_id, instruction FROM prompts WHERE list_contains(?, prompt_id)",
-                                       [[p.prompt_id for p in prompts]]).fetchall())
+        known = {r[0]: r[1:] for r in self._con.execute(
+            "SELECT prompt_id, instruction, target_words, min_words, max_words FROM prompts"
+            " WHERE list_contains(?, prompt_id)", [[p.prompt_id for p in prompts]]).fetchall()}
         for p in prompts:
-            if p.prompt_id in known and known[p.prompt_id] != p.instruction:
-                # An id is an identity: reusing it for new text would pair old samples with it on export.
+            if p.prompt_id not in known:
+                continue
+            # An id is an identity: reusing it for a new text or length would pair old samples with it on export.
+            instruction, *lengths = known[p.prompt_id]
+            if instruction != p.instruction:
                 raise LongformError(f"{source}: prompt id {p.prompt_id!r} is already in {self.path}"
                                     " with a different instruction; give the changed prompt a new id")
+            if tuple(lengths) != (p.target_words, p.min_words, p.max_words):
+                raise LongformError(f"{source}: prompt id {p.prompt_id!r} is already in {self.path} with a different"
+                                    " target_words/min_words/max_words; give the changed prompt a new id")
         self.add_many("prompts", (
             {"prompt_id": p.prompt_id, "instruction": p.instruction, "target_words": p.target_words,
-             "meta": p.meta or None, "source": source, "created_at": now()} for p in prompts))
+             "min_words": p.min_words, "max_words": p.max_words, "meta": p.meta or None, "source": source,
+             "created_at": now()} for p in prompts))
 
     def existing_sample_ids(self, sample_ids: list[str]) -> set[str]:
         self.flush()
@@ -432,20 +448,20 @@ class Store:
         return [d[0] for d in cur.description], cur.fetchall()
 
 
-def read_query(path: Path, sql: str) -> tuple[list[str], list[tuple]]:
+def read_query(path: Path, sql: str, params: list[Any] | None = None) -> tuple[list[str], list[tuple]]:
     """A read-only query, answered by the build that holds the database if there is one."""
     try:
         store = Store.open_read_only(path)
     except DatabaseBusy:
         try:
-            answer = ask_writer(path, sql)
+            answer = ask_writer(path, sql, params)
         except LiveReadError as e:
             raise LongformError(f"query failed: {e}") from None
         if answer is None:
             raise
         return answer
     try:
-        return store.query(sql)
+        return store.query(sql, params)
     finally:
         store.close()
 

@@ -9,6 +9,7 @@ intermediate checkpoints) unless the config says otherwise. Each run is a `train
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import time
@@ -18,6 +19,7 @@ from typing import Literal
 
 from longform.config import TrainConfig
 from longform.errors import LongformError
+from longform.export import MANIFEST
 from longform.hf_model import resolve
 
 Kind = Literal["sft", "dpo"]
@@ -68,6 +70,19 @@ def lora_config(cfg: TrainConfig):
                       target_modules=cfg.lora_target_modules, task_type="CAUSAL_LM")
 
 
+def dataset_provenance(dataset_dir: Path, kind: Kind) -> dict:
+    """The content hash of the split files a training run reads, and the build run they were
+    exported from (the export's manifest), so a trained model can be followed back to its samples."""
+    digest = hashlib.sha256()
+    for path in sorted((dataset_dir / kind).glob("*.parquet")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    try:
+        run_id = json.loads((dataset_dir / MANIFEST).read_text(encoding="utf-8")).get("run_id")
+    except (OSError, ValueError):
+        run_id = None  # a dataset not written by `longform export`
+    return {"dataset_hash": digest.hexdigest(), "source_run_id": run_id}
+
+
 def train(kind: Kind, *, dataset_dir: Path, model: str, cfg: TrainConfig, output_dir: Path | None,
           max_steps: int | None, record) -> dict:
     """Train and save; `record(row)` is called when the run starts and again when it ends."""
@@ -80,7 +95,8 @@ def train(kind: Kind, *, dataset_dir: Path, model: str, cfg: TrainConfig, output
     row = {"train_id": train_id, "kind": kind, "dataset": str(dataset_dir), "model": model, "model_path": path,
            "params": json.dumps(params), "lora": json.dumps(lora_config(cfg).to_dict() if cfg.lora else None,
                                                              default=list),
-           "rows": len(data["train"]), "output_dir": str(output_dir), "status": "running"}
+           "rows": len(data["train"]), "output_dir": str(Path(output_dir).resolve()), "status": "running",
+           **dataset_provenance(dataset_dir, kind)}
     record(row)
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOTrainer, SFTTrainer

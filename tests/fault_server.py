@@ -14,10 +14,12 @@ import threading
 import time
 from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
 
 
-def ok(text: str = "an answer", finish_reason: str = "stop") -> dict:
-    return {"kind": "ok", "text": text, "finish_reason": finish_reason}
+def ok(text: str = "an answer", finish_reason: str = "stop", logprobs: list | None = None) -> dict:
+    """An answer; `logprobs` [(token, logprob, {alternative: logprob}), …] is sent when asked for."""
+    return {"kind": "ok", "text": text, "finish_reason": finish_reason, "logprobs": logprobs}
 
 
 def model() -> dict:
@@ -60,6 +62,8 @@ class FaultServer:
         self.script: deque[dict] = deque()
         # What to do when the script is empty (None: answer); e.g. status(500) for a broken server.
         self.fallback: dict | None = None
+        # Or a function of the request body that says what to answer (a deterministic stand-in judge).
+        self.answer: Callable[[dict], dict] | None = None
         self.dead = False
         self.received: list[dict] = []
         self.authorization: list[str] = []
@@ -102,6 +106,8 @@ class FaultServer:
                 return self.script.popleft()
             if self.fallback is not None:
                 return self.fallback
+        if self.answer is not None:
+            return self.answer(body)
         return writer_answer(body) if self.realistic else ok()
 
     def _handler(self):
@@ -159,10 +165,16 @@ class FaultServer:
                                b["headers"])
                     return
                 text = b["text"]
+                choice = {"index": 0, "finish_reason": b["finish_reason"],
+                          "message": {"role": "assistant", "content": text}}
+                if body.get("logprobs") and b.get("logprobs") is not None:
+                    choice["logprobs"] = {"content": [
+                        {"token": token, "logprob": lp, "bytes": None,
+                         "top_logprobs": [{"token": t, "logprob": v, "bytes": None} for t, v in top.items()]}
+                        for token, lp, top in b["logprobs"]]}
                 self._send(200, {
                     "id": "cmpl-test", "object": "chat.completion", "created": 0, "model": body.get("model"),
-                    "choices": [{"index": 0, "finish_reason": b["finish_reason"],
-                                 "message": {"role": "assistant", "content": text}}],
+                    "choices": [choice],
                     "usage": {"prompt_tokens": 10, "completion_tokens": max(1, len(text.split())),
                               "total_tokens": 10 + max(1, len(text.split()))},
                 })

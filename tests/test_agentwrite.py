@@ -34,9 +34,9 @@ def test_agentwrite_plans_and_writes_sections_in_order(embedded, store):
     (en, zh), engine = _write(embedded, store, prompts)
     for draft in (en, zh):
         assert isinstance(draft, Draft), draft
-        assert draft.required_source == "target_words"
+        assert draft.spec.source == "target_words"
         assert len(draft.sections) >= 2                          # 60-70 words split into ≤30-word steps
-        assert sum(s.planned_words for s in draft.sections) == draft.required_words
+        assert sum(s.planned_words for s in draft.sections) == draft.spec.aim
         assert [s.idx for s in draft.sections] == list(range(len(draft.sections)))
         assert all(s.text.strip() for s in draft.sections)
         assert draft.text == "\n\n".join(s.text for s in draft.sections)
@@ -74,7 +74,7 @@ def test_failed_section_request_fails_the_sample(store):
 
 def test_short_sections_get_bounded_continuations(store):
     plan = json.dumps({"paragraphs": [{"main_point": "only", "word_count": 100}]})
-    cfg = AgentWriteConfig(max_section_words=1000, max_continuations=2, min_section_ratio=0.9)
+    cfg = AgentWriteConfig(max_section_words=1000, max_continuations=2, min_section_ratio=0.9, max_extra_sections=0)
     with FaultServer() as server:
         server.push(ok(plan), ok("Paragraph 1: ten words " + "w " * 7), ok("more " * 10), ok("again " * 10))
         [draft], _ = _write(_fault_endpoint(server), store, [Prompt("p", "x", target_words=100)], cfg=cfg)
@@ -103,3 +103,74 @@ def test_a_section_that_is_only_a_label_fails_the_sample(store):
         [failure], _ = _write(_fault_endpoint(server), store, [Prompt("p", "x", target_words=50)], cfg=cfg)
     assert isinstance(failure, WriteFailure)
     assert (failure.stage, failure.reason) == ("write", "empty_section")
+
+
+def _plan(*words):
+    return ok(json.dumps({"paragraphs": [{"main_point": f"point {i}", "word_count": w} for i, w in enumerate(words)]}))
+
+
+def _words(n):
+    return ok(" ".join(["word"] * (n - 1)) + " end.")
+
+
+CLOSED = AgentWriteConfig(max_section_words=1000, max_continuations=0, max_extra_sections=2)
+
+
+def test_words_still_owed_are_reallocated_over_the_sections_left(store):
+    with FaultServer() as server:
+        server.push(_plan(100, 100, 100), _words(40), _words(130), _words(130))
+        [draft], _ = _write(_fault_endpoint(server), store, [Prompt("p", "x", target_words=300)], cfg=CLOSED)
+        sent = [r["messages"][0]["content"] for r in server.received]
+    assert [s.budget_words for s in draft.sections] == [100, 130, 130]   # 260 owed over the two left
+    assert [s.planned_words for s in draft.sections] == [100, 100, 100]
+    assert "about 130 words" in sent[2] and "about 130 words" in sent[3]
+    assert draft.length_stop == "in_band" and draft.sample_row("r", "m")["length_stop"] == "in_band"
+
+
+def test_a_short_answer_gets_extra_sections_until_it_is_in_band(store):
+    with FaultServer() as server:
+        server.push(_plan(200), _words(60), _words(80), _words(50))
+        [draft], _ = _write(_fault_endpoint(server), store, [Prompt("p", "x", target_words=200)], cfg=CLOSED)
+        sent = [r["messages"][0]["content"] for r in server.received]
+    assert [s.words for s in draft.sections] == [60, 80, 50]           # 190 is inside 180..220: stop
+    assert [s.planned_words for s in draft.sections] == [200, 0, 0]
+    assert [s.budget_words for s in draft.sections][1:] == [140, 60]
+    assert "still too short" in sent[2] and "about 140 more words" in sent[2]
+    assert draft.length_stop == "extended_in_band" and len(sent) == 4
+
+
+def test_extra_sections_stop_at_their_budget_and_say_so(store):
+    with FaultServer() as server:
+        server.push(_plan(200), _words(30), _words(20), _words(20))
+        [draft], _ = _write(_fault_endpoint(server), store, [Prompt("p", "x", target_words=200)], cfg=CLOSED)
+        assert len(server.received) == 4                                # plan, section, 2 extras, no more
+    assert draft.length_stop == "extra_budget_spent"
+
+
+def test_an_answer_past_its_band_stops_early(store):
+    with FaultServer() as server:
+        server.push(_plan(100, 100, 100), _words(340))
+        [draft], _ = _write(_fault_endpoint(server), store, [Prompt("p", "x", target_words=300)], cfg=CLOSED)
+        assert len(server.received) == 2
+    assert len(draft.sections) == 1 and draft.length_stop == "stopped_early_over_band"
+
+
+def test_a_bound_is_planned_inside_and_scored_by_kind(store):
+    with FaultServer() as server:
+        server.push(_plan(360), _words(350))
+        [draft], _ = _write(_fault_endpoint(server), store,
+                            [Prompt("p", "Write no more than 400 words about tides.")], cfg=CLOSED)
+        plan_request = server.received[0]["messages"][0]["content"]
+    assert "about 360 words" in plan_request                              # 90% of the bound
+    row = draft.sample_row("r", "m")
+    assert (row["length_kind"], row["length_high"], row["required_words"]) == ("at_most", 400, 360)
+    assert row["length_span"] == "no more than 400 words" and row["required_source"] == "instruction"
+
+
+def test_open_loop_keeps_longwriters_behaviour(store):
+    cfg = AgentWriteConfig(max_section_words=1000, max_continuations=0, length_control=False)
+    with FaultServer() as server:
+        server.push(_plan(100, 100), _words(20), _words(20))
+        [draft], _ = _write(_fault_endpoint(server), store, [Prompt("p", "x", target_words=200)], cfg=cfg)
+        assert len(server.received) == 3
+    assert [s.budget_words for s in draft.sections] == [100, 100] and draft.length_stop == "plan_done"

@@ -32,10 +32,12 @@ def test_build_stores_everything_and_a_rerun_sends_nothing(prefect, tmp_path):
 
     zh = rows(db, "select required_words, required_source, length_counter from samples where prompt_id = 'zh'")
     assert zh in ([], [(50, "instruction", "lbw_words")])
-    for sample_id, score, required in rows(db, "select sample_id, length_score, required_words from samples"):
+    for sample_id, score, required, stop in rows(
+            db, "select sample_id, length_score, required_words, length_stop from samples"):
         sections = rows(db, f"select idx, words, planned_words from sections where sample_id = '{sample_id}' order by idx")
         assert [s[0] for s in sections] == list(range(len(sections)))
-        assert sum(s[2] for s in sections) == required
+        if stop != "stopped_early_over_band":   # the plan's budgets add up to the aim
+            assert sum(s[2] for s in sections) == required, stop
         assert 0 <= score <= 100
     [(sent,)] = rows(db, "select count(*) from requests where error is null")
     assert sent == summary["requests_sent"]

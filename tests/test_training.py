@@ -85,6 +85,14 @@ def test_export_train_and_eval_length(judged):
     assert [(k, s, n) for k, s, n, *_ in runs] == [("dpo", "finished", 2), ("sft", "finished", 2)]
     assert all(loss is not None and loss == loss for *_, loss, _, _ in [r[:4] + r[4:] for r in runs])
     assert json.loads(runs[1][5])["max_length"] == 256
+    # Provenance: a trained model leads back to the exported files and the run they came from.
+    import hashlib
+    lineage = rows(db, "select kind, dataset_hash, source_run_id, train_id, output_dir from train_runs order by kind")
+    sft_hash = hashlib.sha256(b"train.parquet\0" + (out / "mine" / "sft" / "train.parquet").read_bytes()).hexdigest()
+    assert lineage[1][1] == sft_hash and {r[2] for r in lineage} == {summary["run_id"]}
+    [(versions,)] = rows(db, f"select versions from runs where run_id = '{summary['run_id']}'")
+    versions = json.loads(versions)
+    assert versions["longform"] == "0.1.0" and versions["duckdb"] and versions["transformers"]
 
     prompts = tmp / "eval.jsonl"
     prompts.write_text('{"id": "e30", "instruction": "Write a 30-word note about tea.", "target_words": 30}\n'
@@ -95,6 +103,7 @@ def test_export_train_and_eval_length(judged):
     assert "Ruler PM" in stdout
     evals = rows(db, "select prompt_id, required_words, words, length_score, tokens_out from length_evals order by 1")
     assert [(p, r) for p, r, *_ in evals] == [("e30", 30), ("e50", 50)]
+    assert {t for (t,) in rows(db, "select train_id from length_evals")} == {lineage[1][3]}   # the sft model
     assert all(0 < tokens <= 24 and 0 <= score <= 100 for *_, score, tokens in evals)
 
 

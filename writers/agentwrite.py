@@ -1,11 +1,15 @@
 """AgentWrite, after LongWriter: plan the answer as numbered paragraphs with word counts, then write
 each paragraph conditioned on the instruction, the whole plan and all the text written so far.
 
-Beyond LongWriter, each section is length-controlled: `max_tokens` is sized from its word budget
-(with a tokens-per-word ratio measured on the sample's own answers), and a section that comes back
-far short of its budget gets a bounded number of continuation requests. When the text so far no
-longer fits the model's context window, its oldest part is elided; the plan keeps the whole
-structure visible.
+Beyond LongWriter, the length is controlled in a closed loop. The plan aims at the spec's aim (a
+bound's inside, a range's middle: longform/lengths.py). Each section's `max_tokens` is sized from
+its word budget (with a tokens-per-word ratio measured on the sample's own answers), and a section
+that comes back far short of its budget gets a bounded number of continuation requests. After each
+section the words still owed are re-allocated over the sections left, in the plan's proportions;
+an answer already past the spec's band stops early, and one still short of it when the plan is done
+gets extra sections (`max_extra_sections`). Why it stopped is stored (`length_stop`). When the text
+so far no longer fits the model's context window, its oldest part is elided; the plan keeps the
+whole structure visible.
 
 A sample's steps run in order; many samples run at once, each advancing as soon as its previous
 request returns. Everything that fails becomes a `WriteFailure`, never text.
@@ -20,10 +24,11 @@ from functools import partial
 from pathlib import Path
 from typing import Callable
 
-from judges.length import WORDS, required_words
 from longform.config import AgentWriteConfig, GenerationConfig
 from longform.engine import ChatRequest, Completion, Engine, RequestFailed
 from longform.ids import SampleIds
+from longform.length_reader import spec_for
+from longform.lengths import WORDS, LengthSpec
 from longform.prompts import Prompt
 from longform.store import now
 from longform import templates
@@ -38,11 +43,13 @@ _ELIDED = "[… earlier text omitted …]\n\n"
 class Section:
     idx: int
     main_point: str
-    planned_words: int
+    planned_words: int     # 0 for a section added by length control
+    budget_words: int      # what it was asked for, after re-allocation
     text: str
     continuations: int
     finish_reason: str | None
     tokens_out: int
+    elided: bool = False   # the text so far did not fit the window and its oldest part was left out
 
     @property
     def words(self) -> int:
@@ -54,10 +61,10 @@ class Draft:
     sample_id: str
     prompt: Prompt
     sample_index: int
-    required_words: int
-    required_source: str
+    spec: LengthSpec
     plan_source: str
     sections: tuple[Section, ...]
+    length_stop: str
 
     @property
     def text(self) -> str:
@@ -70,7 +77,7 @@ class Draft:
     def sample_row(self, run_id: str, model: str) -> dict:
         return {"sample_id": self.sample_id, "prompt_id": self.prompt.prompt_id, "run_id": run_id,
                 "writer": WRITER, "model": model, "sample_index": self.sample_index, "text": self.text,
-                "required_words": self.required_words, "required_source": self.required_source,
+                **self.spec.columns(), "length_stop": self.length_stop,
                 "n_sections": len(self.sections), "plan_source": self.plan_source,
                 "tokens_out": self.tokens_out, "created_at": now()}
 
@@ -79,9 +86,9 @@ class Draft:
 
     def section_rows(self) -> list[dict]:
         return [{"sample_id": self.sample_id, "idx": s.idx, "main_point": s.main_point,
-                 "planned_words": s.planned_words, "text": s.text, "words": s.words,
+                 "planned_words": s.planned_words, "budget_words": s.budget_words, "text": s.text, "words": s.words,
                  "length_counter": WORDS.name, "continuations": s.continuations,
-                 "finish_reason": s.finish_reason} for s in self.sections]
+                 "finish_reason": s.finish_reason, "elided": s.elided} for s in self.sections]
 
 
 @dataclass(frozen=True)
@@ -99,13 +106,6 @@ class WriteFailure:
         return self.extra
 
 
-def required_length(prompt: Prompt, default_words: int) -> tuple[int, str]:
-    if prompt.target_words:
-        return prompt.target_words, "target_words"
-    found = required_words(prompt.instruction)
-    return (found, "instruction") if found else (default_words, "default")
-
-
 class AgentWrite:
     name = WRITER
 
@@ -119,6 +119,7 @@ class AgentWrite:
         self._plan_template = templates.load(_TEMPLATES, "agentwrite_plan_json" if structured else "agentwrite_plan_text")
         self._write_template = templates.load(_TEMPLATES, "agentwrite_write")
         self._continue_template = templates.load(_TEMPLATES, "agentwrite_continue")
+        self._extend_template = templates.load(_TEMPLATES, "agentwrite_extend")
         self._structured = structured
 
     def fingerprint(self) -> dict:
@@ -129,7 +130,8 @@ class AgentWrite:
             "agentwrite": self._cfg.model_dump(mode="json"),
             "generation": self._gen.model_dump(mode="json"),
             "seed": self._seed,
-            "templates": [t.identity for t in (self._plan_template, self._write_template, self._continue_template)],
+            "templates": [t.identity for t in (self._plan_template, self._write_template, self._continue_template,
+                                               self._extend_template)],
         }
 
     @property
@@ -141,19 +143,22 @@ class AgentWrite:
 
     async def write(self, prompt: Prompt, sample_index: int) -> Draft | WriteFailure:
         sample_id = self.sample_id(prompt, sample_index)
-        required, source = required_length(prompt, self._cfg.default_words)
+        spec = self.spec(prompt)
         meter = _Meter(self._cfg.tokens_per_word, self._cfg.headroom, self._engine.endpoint.context_window)
         stage = "plan"
         try:
-            plan = await self._plan(prompt, sample_index, required, meter)
+            plan = await self._plan(prompt, sample_index, spec.aim, meter)
             if isinstance(plan, WriteFailure):
                 return plan
             steps, plan_source = plan
             stage = "write"
-            sections = await self._write_sections(prompt, sample_index, steps, meter)
+            sections, stop = await self._write_sections(prompt, sample_index, steps, spec, meter)
         except RequestFailed as e:
             return WriteFailure(sample_id, prompt, stage, e.reason, e.detail, e.key)
-        return Draft(sample_id, prompt, sample_index, required, source, plan_source, tuple(sections))
+        return Draft(sample_id, prompt, sample_index, spec, plan_source, tuple(sections), stop)
+
+    def spec(self, prompt: Prompt) -> LengthSpec:
+        return spec_for(prompt, self._cfg.default_words)
 
     async def _plan(self, prompt: Prompt, sample_index: int, required: int,
                     meter: "_Meter") -> tuple[list[Step], str] | WriteFailure:
@@ -172,43 +177,87 @@ class AgentWrite:
                             max_section_words=self._cfg.max_section_words)
         return budgeted, plan_source
 
-    async def _write_sections(self, prompt: Prompt, sample_index: int, steps: list[Step],
-                              meter: "_Meter") -> list[Section]:
+    async def _write_sections(self, prompt: Prompt, sample_index: int, steps: list[Step], spec: LengthSpec,
+                              meter: "_Meter") -> tuple[list[Section], str]:
+        """The sections, and why length control stopped adding text."""
         plan_text = render_plan(steps)
+        low, high = spec.band
+        control = self._cfg.length_control
         sections: list[Section] = []
+        total = 0
         for idx, step in enumerate(steps):
-            text, continuations, finish, tokens_out = "", 0, None, 0
-            while True:
-                template = self._continue_template if text else self._write_template
-                written = WORDS(text)
-                words = step.words - written if text else step.words
-                max_tokens = meter.max_tokens(words)
-                prior = "\n\n".join([s.text for s in sections] + ([text] if text else []))
-                fill = partial(template.render, instruction=prompt.instruction, plan=plan_text, step=idx + 1,
-                               main_point=step.main_point, words=max(words, 1))
-                content = meter.fit(fill, prior, max_tokens)
-                words_left = sum(s.words for s in steps[idx:]) - written
-                answer = await self._ask("write", content, max_tokens, prompt, sample_index, template,
-                                         words_left=words_left, section=idx)
-                meter.observe_prompt(content, answer)
-                piece = strip_label(answer.text)
-                meter.observe_text(piece, answer)
-                if text and piece:
-                    text += (" " if finish == "length" else "\n\n") + piece
-                elif piece:
-                    text = piece
-                finish = answer.finish_reason
-                tokens_out += answer.tokens_out
-                short = WORDS(text) < self._cfg.min_section_ratio * step.words
-                if not short or continuations >= self._cfg.max_continuations:
-                    break
-                continuations += 1
-            if not text:
+            if control and total >= high:
+                return sections, "stopped_early_over_band"
+            # Re-allocate what is still owed over the sections left, in the plan's proportions.
+            owed = spec.aim - total
+            share = step.words / max(1, sum(s.words for s in steps[idx:]))
+            budget = max(min(_MIN_SECTION_WORDS, step.words), round(owed * share)) if control else step.words
+            values = {"instruction": prompt.instruction, "plan": plan_text, "step": idx + 1,
+                      "main_point": step.main_point}
+            section = await self._section(prompt, sample_index, idx, step.main_point, step.words, budget, values,
+                                          sections, meter, words_left=max(owed, budget),
+                                          room=high - total if control else None)
+            if not section.text:
                 # Only a "Paragraph N" label came back: no text to keep, so no sample.
-                raise RequestFailed(answer.key, "empty_section",
-                                    f"section {idx + 1} had no text after its label: {answer.text[:200]!r}")
-            sections.append(Section(idx, step.main_point, step.words, text, continuations, finish, tokens_out))
-        return sections
+                raise RequestFailed(section.key, "empty_section",
+                                    f"section {idx + 1} had no text after its label: {section.raw[:200]!r}")
+            sections.append(section.section)
+            total += section.section.words
+        if not control:
+            return sections, "plan_done"
+        for _ in range(self._cfg.max_extra_sections):
+            if total >= low:
+                break
+            budget = min(spec.aim - total, self._cfg.max_section_words)
+            values = {"instruction": prompt.instruction, "plan": plan_text}
+            section = await self._section(prompt, sample_index, len(sections), "(added by length control)", 0,
+                                          budget, values, sections, meter, words_left=spec.aim - total,
+                                          room=high - total, pair=(self._extend_template,) * 2)
+            if not section.text:
+                return sections, "extra_section_empty"
+            sections.append(section.section)
+            total += section.section.words
+        if total < low:
+            return sections, "extra_budget_spent" if self._cfg.max_extra_sections else "plan_done_short"
+        if total > high:
+            return sections, "over_band"
+        return sections, "in_band" if len(sections) == len(steps) else "extended_in_band"
+
+    async def _section(self, prompt: Prompt, sample_index: int, idx: int, main_point: str, planned: int,
+                       budget: int, values: dict, before: list[Section], meter: "_Meter", *, words_left: int,
+                       room: int | None, pair: tuple[templates.PromptTemplate, templates.PromptTemplate] | None = None
+                       ) -> "_Written":
+        """One section: its first request, then continuations while it is far short of its budget
+        (and, under length control, while the answer has room left in its band)."""
+        first, then = pair or (self._write_template, self._continue_template)
+        text, continuations, finish, tokens_out, elided = "", 0, None, 0, False
+        while True:
+            written = WORDS(text)
+            words = max(budget - written, 1)
+            max_tokens = meter.max_tokens(words)
+            prior = "\n\n".join([s.text for s in before] + ([text] if text else []))
+            template = then if text else first
+            content = meter.fit(partial(template.render, **values, words=words), prior, max_tokens)
+            elided = elided or meter.elided
+            answer = await self._ask("write", content, max_tokens, prompt, sample_index, template,
+                                     words_left=words_left - written, section=idx)
+            meter.observe_prompt(content, answer)
+            piece = strip_label(answer.text)
+            meter.observe_text(piece, answer)
+            if text and piece:
+                text += (" " if finish == "length" else "\n\n") + piece
+            elif piece:
+                text = piece
+            finish = answer.finish_reason
+            tokens_out += answer.tokens_out
+            written = WORDS(text)
+            short = written < self._cfg.min_section_ratio * budget
+            no_room = room is not None and written >= room
+            if not text or not short or no_room or continuations >= self._cfg.max_continuations:
+                break
+            continuations += 1
+        return _Written(Section(idx, main_point, planned, budget, text, continuations, finish, tokens_out, elided),
+                        answer.key, answer.text)
 
     async def _ask(self, stage: str, content: str, max_tokens: int, prompt: Prompt, sample_index: int,
                    template: templates.PromptTemplate, json_schema: dict | None = None,
@@ -231,6 +280,22 @@ class AgentWrite:
         ))
 
 
+# A re-allocated section is asked for at least this many words (or its planned count if smaller), so
+# a section the plan promised is still written, briefly, when the words are nearly all spent.
+_MIN_SECTION_WORDS = 80
+
+
+@dataclass(frozen=True)
+class _Written:
+    section: Section
+    key: str | None
+    raw: str
+
+    @property
+    def text(self) -> str:
+        return self.section.text
+
+
 class _Meter:
     """Token arithmetic for one sample, from ratios measured on its own requests.
 
@@ -245,6 +310,7 @@ class _Meter:
         self._context = context_window
         self._prompt_tokens = self._prompt_chars = 0
         self._text_tokens = self._text_words = self._text_chars = 0
+        self.elided = False   # whether the last `fit` left old text out
 
     def observe_prompt(self, content: str, answer: Completion) -> None:
         if answer.tokens_in > 0:
@@ -278,6 +344,7 @@ class _Meter:
 
         tpc = self.tokens_per_char()
         content = render(prior)
+        self.elided = False
         while prior and len(content) * tpc > budget:
             excess_chars = math.ceil((len(content) * tpc - budget) / tpc)
             keep = max(0, len(prior) - excess_chars - len(_ELIDED))
@@ -286,6 +353,7 @@ class _Meter:
             boundary = cut.find("\n\n")
             prior = cut[boundary + 2:] if 0 <= boundary < len(cut) // 2 else cut
             content = render(_ELIDED + prior if prior else "")
+            self.elided = True
         return content
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from rapidfuzz import fuzz, process
 
-from judges.length import WORDS
+from longform.lengths import WORDS
 from judges.material import quote
 from longform import templates
 from longform.config import InstructionsConfig

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from judges import filters
-from judges.length import WORDS
+from longform.lengths import WORDS
 from judges.material import quote
 from longform import templates
 from longform.config import GenerationConfig, SelfLengthenConfig
@@ -34,7 +34,9 @@ from longform.engine import ChatRequest, Completion, Engine, RequestFailed
 from longform.ids import SampleIds
 from longform.prompts import Prompt
 from longform.store import now
-from writers.agentwrite import WriteFailure, required_length
+from longform.length_reader import spec_for
+from longform.lengths import LengthSpec
+from writers.agentwrite import WriteFailure
 
 WRITER = "self_lengthen"
 _TEMPLATES = Path(__file__).parent / "templates"
@@ -68,8 +70,7 @@ class Lengthened:
     sample_id: str
     prompt: Prompt
     sample_index: int
-    required_words: int
-    required_source: str
+    spec: LengthSpec
     steps: tuple[Step, ...]
     tokens_out: int
     iteration: int = 1
@@ -89,8 +90,7 @@ class Lengthened:
     def sample_row(self, run_id: str, model: str) -> dict:
         return {"sample_id": self.sample_id, "prompt_id": self.prompt.prompt_id, "run_id": run_id,
                 "writer": WRITER, "model": model, "sample_index": self.sample_index, "text": self.text,
-                "required_words": self.required_words, "required_source": self.required_source,
-                "n_sections": len(filters.paragraphs(self.text)), "plan_source": None,
+                **self.spec.columns(), "n_sections": len(filters.paragraphs(self.text)), "plan_source": None,
                 "tokens_out": self.tokens_out, "created_at": now()}
 
     def extra_rows(self) -> dict[str, list[dict]]:
@@ -153,7 +153,7 @@ class SelfLengthen:
 
     async def write(self, prompt: Prompt, sample_index: int) -> Lengthened | WriteFailure:
         sample_id = self.sample_id(prompt, sample_index)
-        required, source = required_length(prompt, self._default_words)
+        spec = spec_for(prompt, self._default_words)
         steps: list[Step] = []
         tokens_out = 0
         stage = "generate"
@@ -180,7 +180,7 @@ class SelfLengthen:
         except RequestFailed as e:
             return WriteFailure(sample_id, prompt, stage, e.reason, e.detail, e.key,
                                 extra={"lengthen_steps": _step_rows(steps, prompt.prompt_id, sample_id, self.iteration)})
-        result = Lengthened(sample_id, prompt, sample_index, required, source, tuple(steps), tokens_out, self.iteration)
+        result = Lengthened(sample_id, prompt, sample_index, spec, tuple(steps), tokens_out, self.iteration)
         grown, original = WORDS(result.text), WORDS(result.original.text)
         if grown <= self._cfg.min_growth * original:
             return WriteFailure(sample_id, prompt, "self_lengthen", "insufficient_growth",

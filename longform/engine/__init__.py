@@ -61,6 +61,13 @@ class ChatRequest:
     sample_id: str | None = None
     prompt_id: str | None = None
     section: int | None = None
+    # Ask for the log-probabilities of each generated token and its `top_logprobs` alternatives
+    # (judges read graded verdicts from them). Part of the body, so of the cache key.
+    top_logprobs: int | None = None
+
+
+# Per generated token: (token, its logprob, {alternative: logprob} for the top alternatives).
+TokenLogprobs = tuple[str, float, dict[str, float]]
 
 
 @dataclass(frozen=True)
@@ -71,6 +78,8 @@ class Completion:
     tokens_in: int
     tokens_out: int
     cached: bool
+    # None when not asked for, or when the server does not return them.
+    logprobs: list[TokenLogprobs] | None = None
 
     @property
     def truncated(self) -> bool:
@@ -238,6 +247,9 @@ class Engine:
                                     " message ([endpoint] continuation = \"none\")")
         if req.seed is not None:
             body["seed"] = req.seed
+        if req.top_logprobs:
+            body["logprobs"] = True
+            body["top_logprobs"] = req.top_logprobs
         if req.json_schema is not None and self.endpoint.dialect != "none":
             body["response_format"] = _response_format(self.endpoint.dialect, req.json_schema)
         return body
@@ -250,24 +262,24 @@ class Engine:
         if hit is not None:
             stats.cache_hits += 1
             return Completion(key, hit["response_text"], hit["finish_reason"], hit["tokens_in"] or 0,
-                              hit["tokens_out"] or 0, cached=True)
+                              hit["tokens_out"] or 0, cached=True, logprobs=_logprobs_from_row(hit.get("logprobs")))
 
         started = time.monotonic()
         if stats.first_sent is None:
             stats.first_sent = started
         answer, attempts, lane = await self._send(req, key, body, stats, started)
-        text, finish, tokens_in, tokens_out = answer
+        text, finish, tokens_in, tokens_out, logprobs = answer
         if not text.strip():
             # Never cached: an empty answer is not an answer, and a rerun should ask again.
             self._record(req, key, body, stats, started, attempts, lane, error="empty_content",
                          detail=f"finish_reason={finish}", tokens=(tokens_in, tokens_out))
             raise RequestFailed(key, "empty_content", f"the model returned no text (finish_reason={finish})")
         self._record(req, key, body, stats, started, attempts, lane, text=text, finish=finish,
-                     tokens=(tokens_in, tokens_out))
-        return Completion(key, text, finish, tokens_in, tokens_out, cached=False)
+                     tokens=(tokens_in, tokens_out), logprobs=logprobs)
+        return Completion(key, text, finish, tokens_in, tokens_out, cached=False, logprobs=logprobs)
 
     async def _send(self, req: ChatRequest, key: str, body: dict, stats: StageStats,
-                    started: float) -> tuple[tuple[str, str | None, int, int], int, Lane]:
+                    started: float) -> tuple[tuple[str, str | None, int, int, list | None], int, Lane]:
         """((text, finish, tokens in, tokens out), HTTP attempts, the endpoint that answered),
         retrying as retry.py says; a final failure is recorded and raised."""
         attempts = rate_waits = 0
@@ -315,7 +327,7 @@ class Engine:
             lane.health.succeeded()
             return answer, attempts, lane
 
-    async def _post(self, lane: Lane, body: dict) -> tuple[str, str | None, int, int]:
+    async def _post(self, lane: Lane, body: dict) -> tuple[str, str | None, int, int, list | None]:
         # The client's low-level post with the raw response: `create(**body)` re-validates every
         # message through the SDK's typed-dict transform, and building its pydantic response
         # objects costs about a millisecond per request; neither is needed to read four fields.
@@ -327,7 +339,9 @@ class Engine:
         choice = choices[0] if choices else {}
         text = (choice.get("text") if "prompt" in body else (choice.get("message") or {}).get("content")) or ""
         usage = data.get("usage") or {}
-        return text, choice.get("finish_reason"), usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0
+        logprobs = _token_logprobs(choice.get("logprobs")) if body.get("logprobs") else None
+        return (text, choice.get("finish_reason"), usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0,
+                logprobs)
 
     def _stop_error(self) -> LongformError | None:
         """Checked with a slot in hand, just before sending, so nothing queued slips through."""
@@ -341,7 +355,8 @@ class Engine:
 
     def _record(self, req: ChatRequest, key: str, body: dict, stats: StageStats, started: float,
                 attempts: int, lane: Lane, *, text: str | None = None, finish: str | None = None,
-                tokens: tuple[int, int] = (0, 0), error: str | None = None, detail: str = "") -> None:
+                tokens: tuple[int, int] = (0, 0), error: str | None = None, detail: str = "",
+                logprobs: list | None = None) -> None:
         self._breaker.record(error)
         done = time.monotonic()
         for s in (stats, lane.stats):
@@ -359,7 +374,30 @@ class Engine:
             "endpoint": lane.name, "response_text": text, "finish_reason": finish, "tokens_in": tokens[0],
             "tokens_out": tokens[1], "latency_s": done - started, "attempts": attempts,
             "error": None if error is None else f"{error}: {lane.name}: {detail}"[:2000], "created_at": now(),
+            "logprobs": None if logprobs is None else json.dumps(logprobs, ensure_ascii=False),
         }, {**body, "sample_index": req.sample_index, "template": req.template})
+
+
+def _token_logprobs(raw: Any) -> list[TokenLogprobs] | None:
+    """OpenAI's chat `logprobs.content`, as (token, logprob, {alternative: logprob}); None when the
+    server sent none (llama.cpp without logits_all, a server without the option)."""
+    content = raw.get("content") if isinstance(raw, dict) else None
+    if not content:
+        return None
+    out = []
+    for item in content:
+        top: dict[str, float] = {}
+        for alt in item.get("top_logprobs") or []:
+            # Two alternatives can decode to the same text; keep the likelier.
+            top[alt["token"]] = max(top.get(alt["token"], float("-inf")), float(alt["logprob"]))
+        out.append((item.get("token", ""), float(item.get("logprob", 0.0)), top))
+    return out
+
+
+def _logprobs_from_row(value: str | None) -> list[TokenLogprobs] | None:
+    if value is None:
+        return None
+    return [(token, lp, top) for token, lp, top in json.loads(value)]
 
 
 def _response_format(dialect: str, schema: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,228 @@
+"""Named, parameterised reads of a corpus, for `longform view` (and anything else that reads).
+
+Every value from a user arrives as a bound parameter; the only things spliced into SQL text are
+names picked from fixed lists here (sort columns, directions). Reads go through `read_query`, so
+while a build holds the database they are answered by the build itself (live_reads.py) and the
+viewer never fights the writer for the file.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from longform.lengths import asked
+from longform.store import read_query
+
+PAGE_SIZE = 50
+SORTS = {"created": "s.created_at", "words": "s.words", "score": "s.length_score", "required": "s.required_words",
+         "prompt": "s.prompt_id", "writer": "s.writer"}
+
+
+@dataclass(frozen=True)
+class SampleFilter:
+    run: str | None = None
+    writer: str | None = None
+    prompt: str | None = None
+    sl_min: float | None = None
+    sl_max: float | None = None
+    selected: bool | None = None
+    failed_filter: str | None = None
+    sort: str = "created"
+    descending: bool = True
+    page: int = 1
+
+    def where(self) -> tuple[str, list[Any]]:
+        clauses, params = [], []
+        if self.run:
+            clauses.append("(s.run_id = ? OR s.sample_id IN (SELECT sample_id FROM selections"
+                           " WHERE run_id = ? AND purpose = 'sft'))")
+            params += [self.run, self.run]
+        for column, value in (("s.writer", self.writer), ("s.prompt_id", self.prompt)):
+            if value:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        if self.sl_min is not None:
+            clauses.append("s.length_score >= ?")
+            params.append(self.sl_min)
+        if self.sl_max is not None:
+            clauses.append("s.length_score <= ?")
+            params.append(self.sl_max)
+        if self.selected is not None:
+            run_clause = " AND run_id = ?" if self.run else ""
+            clauses.append(f"{'' if self.selected else 'NOT '}EXISTS (SELECT 1 FROM selections"
+                           f" WHERE sample_id = s.sample_id AND purpose = 'sft' AND selected{run_clause})")
+            params += [self.run] if self.run else []
+        if self.failed_filter:
+            clauses.append("EXISTS (SELECT 1 FROM filter_checks WHERE subject_id = s.sample_id AND NOT passed"
+                           " AND filter = ?)")
+            params.append(self.failed_filter)
+        return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+@dataclass
+class Page:
+    rows: list[dict]
+    total: int
+    page: int
+    pages: int
+    extra: dict = field(default_factory=dict)
+
+
+class CorpusReads:
+    def __init__(self, db: Path):
+        self.db = db
+
+    def _rows(self, sql: str, params: list[Any] | None = None) -> list[dict]:
+        columns, rows = read_query(self.db, sql, params)
+        return [dict(zip(columns, r)) for r in rows]
+
+    def _one(self, sql: str, params: list[Any]) -> dict | None:
+        found = self._rows(sql, params)
+        return found[0] if found else None
+
+    # --- runs ---------------------------------------------------------------------------------
+
+    def runs(self) -> list[dict]:
+        return self._rows("""
+            SELECT r.run_id, r.name, r.status, r.started_at, r.finished_at,
+                   (SELECT count(*) FROM samples s WHERE s.run_id = r.run_id) AS written,
+                   (SELECT count(*) FROM failures f WHERE f.run_id = r.run_id) AS failures,
+                   (SELECT count(*) FROM selections x WHERE x.run_id = r.run_id AND x.purpose = 'sft' AND x.selected) AS sft,
+                   (SELECT count(*) FROM selections x WHERE x.run_id = r.run_id AND x.purpose = 'dpo' AND x.selected) AS dpo
+            FROM runs r ORDER BY r.started_at DESC""")
+
+    def run(self, run_id: str) -> dict | None:
+        run = self._one("SELECT run_id, name, status, started_at, finished_at, summary, versions FROM runs"
+                        " WHERE run_id = ?", [run_id])
+        if run is None:
+            return None
+        run["summary"] = _json(run["summary"]) or {}
+        run["versions"] = _json(run["versions"]) or {}
+        run["stages"] = self._rows("SELECT stage, requests, attempts, cache_hits, tokens_in, tokens_out, truncated,"
+                                   " errors, wall_s FROM run_stats WHERE run_id = ? ORDER BY stage", [run_id])
+        run["fits"] = self._rows("SELECT judge_model, kind, status, reason, n, phi, ci_low, ci_high FROM length_fits"
+                                 " WHERE run_id = ? ORDER BY kind", [run_id])
+        run["dpo"] = self._rows("SELECT selection_id, prompt_id, sample_id, rejected_sample_id, selected, reason"
+                                " FROM selections WHERE run_id = ? AND purpose = 'dpo' ORDER BY prompt_id", [run_id])
+        run["points"] = self._rows("""
+            SELECT s.sample_id, s.words, s.required_words, s.length_score, q.value AS quality
+            FROM selections x JOIN samples s USING (sample_id)
+            LEFT JOIN scores q ON q.run_id = x.run_id AND q.sample_id = s.sample_id AND q.metric = 'quality'
+            WHERE x.run_id = ? AND x.purpose = 'sft'""", [run_id])
+        return run
+
+    # --- samples ------------------------------------------------------------------------------
+
+    def samples(self, f: SampleFilter) -> Page:
+        where, params = f.where()
+        [count] = self._rows(f"SELECT count(*) AS n FROM samples s{where}", params)
+        pages = max(1, -(-count["n"] // PAGE_SIZE))
+        page = min(max(1, f.page), pages)
+        order = f"{SORTS.get(f.sort, SORTS['created'])} {'DESC' if f.descending else 'ASC'}, s.sample_id"
+        rows = self._rows(
+            f"SELECT s.sample_id, s.prompt_id, s.run_id, s.writer, s.words, s.required_words, s.length_kind,"
+            f" s.length_score, s.bound_ok, s.created_at FROM samples s{where} ORDER BY {order}"
+            f" LIMIT {PAGE_SIZE} OFFSET {(page - 1) * PAGE_SIZE}", params)
+        if rows:
+            # Per page only: the decision shown beside each row.
+            ids = [r["sample_id"] for r in rows]
+            decided = {d["sample_id"]: d for d in self._rows(
+                "SELECT sample_id, bool_or(selected) AS selected FROM selections WHERE purpose = 'sft'"
+                " AND list_contains(?, sample_id)" + (" AND run_id = ?" if f.run else "") + " GROUP BY sample_id",
+                [ids] + ([f.run] if f.run else []))}
+            for r in rows:
+                r["selected"] = decided.get(r["sample_id"], {}).get("selected")
+        return Page(rows, count["n"], page, pages)
+
+    def facets(self) -> dict[str, list[str]]:
+        """Choices for the samples page's filters."""
+        return {"runs": [r["run_id"] for r in self._rows("SELECT run_id FROM runs ORDER BY started_at DESC")],
+                "writers": [r["writer"] for r in self._rows("SELECT DISTINCT writer FROM samples ORDER BY 1")],
+                "filters": [r["filter"] for r in self._rows("SELECT DISTINCT filter FROM filter_checks"
+                                                            " WHERE subject = 'sample' ORDER BY 1")]}
+
+    def sample(self, sample_id: str) -> dict | None:
+        sample = self._one("""
+            SELECT s.*, p.instruction, p.target_words, p.min_words, p.max_words
+            FROM samples s LEFT JOIN prompts p USING (prompt_id) WHERE s.sample_id = ?""", [sample_id])
+        if sample is None:
+            return None
+        sample["asked"] = asked(sample)
+        sample["sections"] = self._rows(
+            "SELECT idx, main_point, planned_words, budget_words, text, words, continuations, finish_reason, elided"
+            " FROM sections WHERE sample_id = ? ORDER BY idx", [sample_id])
+        sample["chain"] = self._rows(
+            "SELECT step_id, parent_step_id, iteration, round, role, words_before, words_after, verdicts, accepted,"
+            " reason, finish_reason FROM lengthen_steps WHERE sample_id = ? ORDER BY iteration, round, created_at",
+            [sample_id])
+        for step in sample["chain"]:
+            step["verdicts"] = _json(step["verdicts"]) or {}
+        sample["judgments"] = self._rows(
+            "SELECT judgment_id, kind, judge_model, sample_id, other_sample_id, scores, quality, expected_quality,"
+            " winner, p_first, signal, parse_status, raw FROM judgments"
+            " WHERE sample_id = ? OR other_sample_id = ? ORDER BY kind, created_at", [sample_id, sample_id])
+        sample["scores"] = self._rows("SELECT run_id, metric, value, source FROM scores WHERE sample_id = ?"
+                                      " ORDER BY run_id, metric", [sample_id])
+        sample["checks"] = self._rows(
+            "SELECT run_id, filter, passed, reason FROM filter_checks WHERE subject_id IN (?, ?)"
+            " ORDER BY run_id, passed, filter", [sample_id, sample["prompt_id"]])
+        sample["selections"] = self._rows(
+            "SELECT selection_id, run_id, purpose, sample_id, rejected_sample_id, selected, reason, scores"
+            " FROM selections WHERE sample_id = ? OR rejected_sample_id = ? ORDER BY run_id, purpose",
+            [sample_id, sample_id])
+        sample["requests"] = self._rows(
+            "SELECT stage, section, tokens_in, tokens_out, latency_s, attempts, finish_reason, error, endpoint"
+            " FROM requests WHERE sample_id = ? ORDER BY created_at", [sample_id])
+        return sample
+
+    def prompt(self, prompt_id: str) -> dict | None:
+        prompt = self._one("SELECT prompt_id, instruction, target_words, min_words, max_words, source FROM prompts"
+                           " WHERE prompt_id = ?", [prompt_id])
+        if prompt is None:
+            return None
+        prompt["candidates"] = self._rows("""
+            SELECT s.sample_id, s.writer, s.model, s.sample_index, s.words, s.required_words, s.length_kind,
+                   s.length_score, s.bound_ok, s.text, q.value AS quality, lq.value AS lc_quality
+            FROM samples s
+            LEFT JOIN (SELECT sample_id, max(value) AS value FROM scores WHERE metric = 'quality' GROUP BY 1) q
+                USING (sample_id)
+            LEFT JOIN (SELECT sample_id, max(value) AS value FROM scores WHERE metric = 'lc_quality' GROUP BY 1) lq
+                USING (sample_id)
+            WHERE s.prompt_id = ? ORDER BY s.words DESC, s.sample_id""", [prompt_id])
+        prompt["failures"] = self._rows("SELECT run_id, stage, reason, detail, sample_id FROM failures"
+                                        " WHERE prompt_id = ? ORDER BY created_at", [prompt_id])
+        return prompt
+
+    def pair(self, selection_id: str) -> dict | None:
+        pair = self._one("SELECT selection_id, run_id, prompt_id, sample_id, rejected_sample_id, selected, reason,"
+                         " scores FROM selections WHERE selection_id = ? AND purpose = 'dpo'", [selection_id])
+        if pair is None:
+            return None
+        pair["scores"] = _json(pair["scores"]) or {}
+        ids = [pair["sample_id"], pair["rejected_sample_id"]]
+        texts = {r["sample_id"]: r for r in self._rows(
+            "SELECT sample_id, text, words, length_score FROM samples WHERE list_contains(?, sample_id)",
+            [[i for i in ids if i]])}
+        pair["chosen"], pair["rejected"] = texts.get(ids[0]), texts.get(ids[1])
+        pair["instruction"] = (self._one("SELECT instruction FROM prompts WHERE prompt_id = ?",
+                                         [pair["prompt_id"]]) or {}).get("instruction")
+        return pair
+
+    def failures(self, run: str | None) -> dict:
+        where, params = (" WHERE run_id = ?", [run]) if run else ("", [])
+        return {"groups": self._rows(f"SELECT stage, reason, count(*) AS n FROM failures{where}"
+                                     " GROUP BY ALL ORDER BY n DESC, stage, reason", params),
+                "rows": self._rows(f"SELECT run_id, stage, reason, prompt_id, sample_id, detail FROM failures{where}"
+                                   " ORDER BY stage, reason, created_at LIMIT 500", params)}
+
+
+def _json(value: Any) -> Any:
+    if value is None or not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value

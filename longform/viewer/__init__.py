@@ -1,0 +1,1 @@
+"""`longform view`: a local, read-only web page for reading and auditing a corpus."""

@@ -1,0 +1,156 @@
+"""`longform view` through Starlette's TestClient: every page and filter, escaping, an empty and a
+missing database; and once in a real browser (Debian's chromium + chromium-driver, selenium)."""
+
+import re
+import shutil
+import socket
+import threading
+import time
+
+import pytest
+from starlette.testclient import TestClient
+
+from longform.store import Store
+from longform.viewer.app import create_app
+
+from helpers import longform
+from viewer_corpus import RUN, SCRIPT, write_corpus
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    db = tmp_path_factory.mktemp("view") / "corpus.duckdb"
+    write_corpus(db)
+    return db
+
+
+@pytest.fixture(scope="module")
+def client(corpus):
+    return TestClient(create_app(corpus))
+
+
+def _ids(html):
+    return re.findall(r'class="sample-link" href="/samples/([^"]+)"', html)
+
+
+def test_runs_page_links_to_the_runs_samples_and_failures(client):
+    page = client.get("/")
+    assert page.status_code == 200
+    assert f'href="/runs/{RUN}"' in page.text and f"/samples?run={RUN}" in page.text and f"/failures?run={RUN}" in page.text
+    run = client.get(f"/runs/{RUN}")
+    assert run.status_code == 200 and "Stages" in run.text and run.text.count("<svg") == 3   # lengths, S_l, judge vs length
+    assert '/pairs/dpo-tea' in run.text
+
+
+def test_samples_filters_sort_and_paginate(client):
+    assert sorted(_ids(client.get("/samples").text)) == ["s-0", "s-1", "s-2"]
+    assert _ids(client.get("/samples", params={"writer": "self_lengthen"}).text) == ["s-2"]
+    assert _ids(client.get("/samples", params={"prompt": "p-tea", "sl_min": 90}).text) == ["s-0", "s-2"] or \
+        sorted(_ids(client.get("/samples", params={"prompt": "p-tea", "sl_min": 90}).text)) == ["s-0", "s-2"]
+    assert _ids(client.get("/samples", params={"sl_max": 50}).text) == ["s-1"]
+    assert _ids(client.get("/samples", params={"selected": "no", "run": RUN}).text) == ["s-1"]
+    assert sorted(_ids(client.get("/samples", params={"selected": "yes"}).text)) == ["s-0", "s-2"]
+    assert _ids(client.get("/samples", params={"failed": "min_length_score"}).text) == ["s-1"]
+    assert _ids(client.get("/samples", params={"sort": "words", "dir": "asc"}).text) == ["s-1", "s-2", "s-0"]
+    assert _ids(client.get("/samples", params={"sort": "words", "dir": "desc"}).text) == ["s-0", "s-2", "s-1"]
+    assert "Page 1 of 1" in client.get("/samples").text
+    bad = client.get("/samples", params={"sl_min": "lots"})
+    assert bad.status_code == 400 and "sl_min must be a number" in bad.text
+    assert client.get("/samples", params={"sort": "text; drop table samples"}).status_code == 400
+
+
+def test_sample_page_shows_length_sections_lineage_judges_filters_and_requests(client):
+    page = client.get("/samples/s-0").text
+    assert "about 300 words</b>" in page and "aim 300" in page and "length control stopped: in_band" in page
+    assert "Words per section" in page and page.count('class="section"') == 2
+    assert "truncated (max_tokens)" in page and "1 continuation" in page and "text so far elided" in page
+    assert "P(first) 0.800" in page and "expected 47.5" in page and "S_l 33.3 &lt; 50" not in page
+    assert "http://127.0.0.1:1/v1" in page and "/pairs/dpo-tea" in page
+    chain = client.get("/samples/s-2").text
+    assert 'id="lineage"' in chain and "120 → 200" in chain and "ends_with_punctuation: pass" in chain
+    assert client.get("/samples/s-1").text.count("S_l 33.3 &lt; 50") == 1
+
+
+def test_prompt_pair_and_failure_pages(client):
+    prompt = client.get("/prompts/p-tea").text
+    assert prompt.index("s-0") < prompt.index("s-2") < prompt.index("s-1")     # longest first
+    pair = client.get("/pairs/dpo-tea").text
+    assert "Chosen" in pair and "Rejected" in pair and "margin 10.000" in pair
+    failures = client.get("/failures", params={"run": RUN}).text
+    assert "unparsable_plan" in failures and 'href="/prompts/p-moon"' in failures
+    for missing in ("/samples/nope", "/prompts/nope", "/pairs/nope", "/runs/nope"):
+        response = client.get(missing)
+        assert response.status_code == 404 and "nope" in response.text
+
+
+def test_every_text_is_escaped(client):
+    for url in ("/samples/s-0", "/prompts/p-tea", "/failures", "/pairs/dpo-tea"):
+        html = client.get(url).text
+        assert SCRIPT not in html, url
+        assert "&lt;script&gt;window.pwned = 1&lt;/script&gt;" in html, url
+
+
+def test_an_empty_and_a_missing_database(tmp_path):
+    empty = tmp_path / "empty.duckdb"
+    Store.open(empty).close()
+    client = TestClient(create_app(empty))
+    assert "No runs in this database yet" in client.get("/").text
+    assert "No sample matches" in client.get("/samples").text and "No failures" in client.get("/failures").text
+    gone = TestClient(create_app(tmp_path / "missing.duckdb")).get("/")
+    assert gone.status_code == 503 and "no database here yet" in gone.text
+    proc = longform("view", "--db", str(tmp_path / "missing.duckdb"), cwd=tmp_path)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2 and err.strip().count("\n") == 0 and "no database here yet" in err
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.skipif(not (shutil.which("chromium") and shutil.which("chromedriver")),
+                    reason="needs Debian's chromium and chromium-driver (.ci/run installs them)")
+def test_in_a_real_browser(corpus, tmp_path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+
+    port = _free_port()
+    proc = longform("view", "--db", str(corpus), "--port", str(port), cwd=tmp_path)
+    try:
+        options = webdriver.ChromeOptions()
+        options.binary_location = shutil.which("chromium")
+        for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,2400"):
+            options.add_argument(flag)
+        driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    driver.get(f"http://127.0.0.1:{port}/")
+                    break
+                except Exception:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.5)
+            assert "Runs" in driver.title
+            driver.find_element(By.LINK_TEXT, "samples").click()
+            rows = driver.find_elements(By.CSS_SELECTOR, "a.sample-link")
+            assert sorted(r.text for r in rows) == ["s-0", "s-1", "s-2"]
+            driver.find_element(By.LINK_TEXT, "s-0").click()
+            assert driver.find_element(By.ID, "length").text.startswith("Asked: about 300 words")
+            assert driver.execute_script("return window.pwned") is None          # the sample's script stayed text
+            assert SCRIPT in driver.find_element(By.CSS_SELECTOR, "#section-1 h4").text
+            driver.save_screenshot(str(tmp_path / "sample.png"))
+            driver.get(f"http://127.0.0.1:{port}/samples?writer=self_lengthen")
+            driver.find_element(By.LINK_TEXT, "s-2").click()
+            lineage = driver.find_element(By.ID, "lineage")
+            assert lineage.text == "Self-Lengthen lineage"
+            assert "200 → 280" in driver.find_element(By.TAG_NAME, "main").text
+            assert (tmp_path / "sample.png").stat().st_size > 10_000
+        finally:
+            driver.quit()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
