@@ -19,6 +19,7 @@ demo: $(STAMP)
 	$(BIN)/longform query "select kind, status, round(phi, 2) as phi, round(ci_low, 2) as ci_low, round(ci_high, 2) as ci_high, reason from length_fits where run_id = (select max_by(run_id, started_at) from runs)"
 
 test: $(STAMP)
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
 # Speed and cost targets, measured as ratios against a baseline in the same run (not part of `make test`).
@@ -28,6 +29,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/embedded_throughput.py
 	$(BIN)/python benchmarks/near_duplicates.py
 	$(BIN)/python benchmarks/gateau_cost.py --samples 3
+	$(BIN)/python benchmarks/viewer_pages.py
+	$(BIN)/python benchmarks/length_fidelity.py
 	$(BIN)/python benchmarks/table.py
 
 clean:

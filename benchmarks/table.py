@@ -99,6 +99,22 @@ def rows() -> list[tuple[str, str, str]]:
     if g:
         out.append(("GATEAU cost ÷ one plain forward pass", f"HMG {g['hmg_ratio']}x, HMG + CAM {g['hmg_cam_ratio']}x",
                     f"≤ 2.5 / ≤ 5: {verdict(g['hmg_ratio'] <= 2.5 and g['hmg_cam_ratio'] <= 5)}"))
+    lf = load("length_fidelity")
+    if lf.get("methods", {}).get("agentwrite"):
+        m = lf["methods"]
+        a = m["agentwrite"]
+        others = ", ".join(f"{name} median {s['median_s_l']}, min {s['min_s_l']}, bounds {s['bounds_obeyed']}"
+                           for name, s in m.items() if name != "agentwrite")
+        out.append((f"Length fidelity, {lf['prompts']} prompts ({lf['set']} set), embedded model: AgentWrite S_l",
+                    f"median **{a['median_s_l']}**, mean {a['mean_s_l']}, min {a['min_s_l']}, bounds obeyed "
+                    f"{a['bounds_obeyed']} of {a['bounds']}; {others}",
+                    f"median ≥ 90, none < 50, bounds ≥ 0.9: {verdict(all(lf['goal'].values()))}"))
+    view = load("viewer_pages")
+    if view:
+        out.append((f"`longform view` samples page, {view['samples']:,} samples: median server time (worst filter)",
+                    f"{view['worst_samples_page_ms']} ms; newest-first page {view['pages_ms']['samples, newest first']} ms"
+                    f" = {view['ratio_to_bare']}x a bare SELECT … LIMIT 50 ({view['bare_select_ms']} ms)",
+                    f"< 300 ms: {verdict(view['worst_samples_page_ms'] < 300)}"))
     return out
 
 

@@ -15,6 +15,7 @@ from itertools import count, islice
 from prefect import task
 from prefect.cache_policies import NONE
 
+from judges.filters import SELF_LENGTHEN_FILTERS
 from judges.material import Candidate
 from judges.panel import JudgePanel
 from judges.ruler import meta_length_token
@@ -91,6 +92,7 @@ def _writer(session: BuildSession, writer_name: str):
     cfg = session.settings
     if writer_name == "self_lengthen":
         return SelfLengthen(session.engine, cfg.self_lengthen, cfg.generation, seed=cfg.build.seed,
+                            checks=SELF_LENGTHEN_FILTERS,
                             default_words=cfg.agentwrite.default_words)
     return AgentWrite(session.engine, cfg.agentwrite, cfg.generation, seed=cfg.build.seed)
 
@@ -211,6 +213,7 @@ async def lengthen_iteration(session: BuildSession, panel: JudgePanel, items: li
     with HFServer({name: path for name, path in adapters.values()}, context_window=cfg.primary.context_window) as server:
         async with session.engine_for(server.endpoint(roles["generator"])) as engine:
             writer = SelfLengthen(engine, cfg.self_lengthen, cfg.generation, seed=cfg.build.seed,
+                                  checks=SELF_LENGTHEN_FILTERS,
                                   default_words=cfg.agentwrite.default_words, roles=roles, iteration=iteration)
             await _write_all(session, panel, writer, items)
 

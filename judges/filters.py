@@ -8,18 +8,12 @@ from __future__ import annotations
 
 import re
 from collections import Counter, defaultdict
-from dataclasses import dataclass
 from math import ceil
 
+from longform.checks import Check
+from longform.text import paragraphs
 from rapidfuzz import fuzz
 from rapidfuzz.process import cdist
-
-
-@dataclass(frozen=True)
-class Check:
-    filter: str
-    passed: bool
-    reason: str | None = None
 
 
 def _ok(name: str) -> Check:
@@ -53,10 +47,6 @@ def plan_labels(text: str) -> Check:
         return _ok("plan_labels")
     line = text[match.start():].splitlines()[0].strip()
     return Check("plan_labels", False, f"plan label left in the text: {line[:80]!r}")
-
-
-def paragraphs(text: str) -> list[str]:
-    return [p.strip() for p in re.split(r"\n\s*\n", text) if p.strip()]
 
 
 def repeated_paragraphs(text: str, threshold: float, min_words: int = 20) -> Check:
@@ -169,3 +159,7 @@ def near_duplicates(texts: list[str], threshold: float, *, jaccard_floor: float 
             for k in prefix:
                 index[k].append(i)
     return found
+
+
+# Self-Lengthen's round filters (Quan et al., 2024), handed to the writer by the flow.
+SELF_LENGTHEN_FILTERS = (ends_with_punctuation, repeated_ngram, meta_words)

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from judges.filters import paragraphs
+from longform.text import paragraphs
 from judges.gateau import GateauScorer, Measured, NotScorable, Sample, combine, effective_window  # torch: import lazily
 from longform import hf_model
 from longform.config import GateauConfig

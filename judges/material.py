@@ -4,7 +4,6 @@ to fit the judge's context window.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 from longform.lengths import WORDS
@@ -31,12 +30,6 @@ class Candidate:
         if self.tokens_out and self.text:
             return self.tokens_out / len(self.text)
         return 0.7
-
-
-def quote(label: str, text: str) -> str:
-    """`text` between markers it cannot forge: the marker carries a hash of the text itself."""
-    tag = f"{label} {hashlib.sha256(text.encode('utf-8')).hexdigest()[:12]}"
-    return f"<<<BEGIN {tag}>>>\n{text}\n<<<END {tag}>>>"
 
 
 def clip(candidate: Candidate, max_tokens: int) -> str:

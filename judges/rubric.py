@@ -15,7 +15,8 @@ import json
 import re
 from pathlib import Path
 
-from judges.material import Candidate, ask_judge, clip, failed, quote
+from judges.material import Candidate, ask_judge, clip, failed
+from longform.text import quote
 from judges.verdicts import expected_rating, token_at
 from longform import templates
 from longform.config import JudgesConfig

@@ -15,7 +15,7 @@ import hashlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from judges.filters import Check
+from longform.checks import Check
 from longform.config import SelectionConfig
 
 RANKINGS = ("lc_quality", "lc_pairwise_logit", "quality", "pairwise_logit")

@@ -9,12 +9,13 @@ viewer never fights the writer for the file.
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from longform.lengths import asked
-from longform.store import read_query
+from longform.store import Query, reading
 
 PAGE_SIZE = 50
 SORTS = {"created": "s.created_at", "words": "s.words", "score": "s.length_score", "required": "s.required_words",
@@ -72,11 +73,19 @@ class Page:
 
 
 class CorpusReads:
-    def __init__(self, db: Path):
-        self.db = db
+    """The reads of one unit of work (a page), on one read-only connection: `with CorpusReads.open(db)`."""
+
+    def __init__(self, query: Query):
+        self._query = query
+
+    @classmethod
+    @contextmanager
+    def open(cls, db: Path) -> Iterator["CorpusReads"]:
+        with reading(db) as query:
+            yield cls(query)
 
     def _rows(self, sql: str, params: list[Any] | None = None) -> list[dict]:
-        columns, rows = read_query(self.db, sql, params)
+        columns, rows = self._query(sql, params)
         return [dict(zip(columns, r)) for r in rows]
 
     def _one(self, sql: str, params: list[Any]) -> dict | None:

@@ -46,6 +46,7 @@ _BEFORE = {
     "about": r"\b(?:about|around|roughly|approximately|approx\.?|some|circa|close\s+to|nearly|in\s+the\s+region\s+of)"
              r"|(?:~|大约|大概|约)",
     "exact": r"\b(?:exactly|precisely)|(?:正好|恰好|整整)",
+    "range": r"\b(?:between|from|anywhere\s+from)|(?:介于)",   # only with two numbers
 }
 _AFTER = {
     "at_most": r"(?:or\s+(?:less|fewer|under|shorter)\b|max(?:imum)?\b|at\s+most\b|tops\b|以内|之内|以下|内)",
@@ -110,6 +111,8 @@ def _spec(text: str, m: re.Match[str], unit: str) -> LengthSpec | None:
         low, high, kind = round(min(a, b)), round(max(a, b)), "range"
         while (k := _after(text, end, "之间")) is not None:
             end = k
+    elif kind == "range":
+        kind, low, high = "exact", round(a), round(a)
     elif m.groupdict().get("plus"):
         low, high, kind = round(a), None, "at_least"
     elif kind == "at_most":

@@ -25,7 +25,8 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterable, Iterator
 
 import duckdb
 import pyarrow as pa
@@ -448,22 +449,38 @@ class Store:
         return [d[0] for d in cur.description], cur.fetchall()
 
 
-def read_query(path: Path, sql: str, params: list[Any] | None = None) -> tuple[list[str], list[tuple]]:
-    """A read-only query, answered by the build that holds the database if there is one."""
+Query = Callable[[str, "list[Any] | None"], tuple[list[str], list[tuple]]]
+
+
+@contextmanager
+def reading(path: Path) -> Iterator[Query]:
+    """Read-only queries for a while (one page of the viewer, say) on one connection; while a
+    build holds the database, each is answered by the build itself (live_reads.py)."""
     try:
         store = Store.open_read_only(path)
-    except DatabaseBusy:
-        try:
-            answer = ask_writer(path, sql, params)
-        except LiveReadError as e:
-            raise LongformError(f"query failed: {e}") from None
-        if answer is None:
-            raise
-        return answer
+    except DatabaseBusy as busy:
+        store, refused = None, busy
+    if store is None:
+        def ask(sql: str, params: list[Any] | None = None) -> tuple[list[str], list[tuple]]:
+            try:
+                answer = ask_writer(path, sql, params)
+            except LiveReadError as e:
+                raise LongformError(f"query failed: {e}") from None
+            if answer is None:
+                raise refused  # no build answers: the database is held by something else
+            return answer
+        yield ask
+        return
     try:
-        return store.query(sql, params)
+        yield store.query
     finally:
         store.close()
+
+
+def read_query(path: Path, sql: str, params: list[Any] | None = None) -> tuple[list[str], list[tuple]]:
+    """A read-only query, answered by the build that holds the database if there is one."""
+    with reading(path) as query:
+        return query(sql, params)
 
 
 def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> None:

@@ -8,7 +8,8 @@ from datasets import load_dataset
 from flows.build import build
 from longform.errors import LongformError
 
-from helpers import rows, tiny_build
+from fault_server import FaultServer
+from helpers import remote_build, rows, tiny_build
 
 
 
@@ -30,8 +31,10 @@ def test_build_stores_everything_and_a_rerun_sends_nothing(prefect, tmp_path):
     assert status == "finished" and flow_run_id and run_id == summary["run_id"]
     assert '"kind":"embedded"' in config_json.replace(" ", "")
 
-    zh = rows(db, "select required_words, required_source, length_counter from samples where prompt_id = 'zh'")
-    assert zh in ([], [(50, "instruction", "lbw_words")])
+    # Both prompts end as a sample or a failure (what the 135M model writes is not guaranteed;
+    # test_stand_in_build_reads_lengths_and_exports asserts the stored spec and export exactly).
+    ended = {r[0] for r in rows(db, "select prompt_id from samples union select prompt_id from failures")}
+    assert ended == {"en", "zh"}
     for sample_id, score, required, stop in rows(
             db, "select sample_id, length_score, required_words, length_stop from samples"):
         sections = rows(db, f"select idx, words, planned_words from sections where sample_id = '{sample_id}' order by idx")
@@ -94,7 +97,7 @@ def test_judged_build_stores_verdicts_fits_and_decisions(prefect, tmp_path):
     assert {(a, b) for _, a, b in pairs} == {(b, a) for _, a, b in pairs}
 
     fits = rows(db, "select kind, status, reason, phi, ci_low, ci_high from length_fits")
-    assert {f[0] for f in fits} == {"rubric", "pairwise"} if expected else {"rubric"}
+    assert {f[0] for f in fits} == ({"rubric", "pairwise"} if expected else {"rubric"})
     for kind, status, reason, phi, lo, hi in fits:
         assert (status == "fitted" and lo <= phi <= hi) or (status == "not_identified" and reason)
     decisions = rows(db, "select purpose, prompt_id, selected, reason from selections")
@@ -118,3 +121,27 @@ def test_judged_build_stores_verdicts_fits_and_decisions(prefect, tmp_path):
 
     again = asyncio.run(build(config=str(config)))
     assert again["requests_sent"] == 0
+
+
+def test_stand_in_build_reads_lengths_and_exports(prefect, tmp_path):
+    """A deterministic stand-in model: every prompt is written, so the length specs stored on the
+    samples and the export are asserted exactly."""
+    with FaultServer(realistic=True) as server:
+        config = remote_build(tmp_path, server.base_url, 1, name="specs",
+                              extra="[selection]\nmin_length_score = 0\n[filters]\nrequired = []")
+        prompts = tmp_path / "prompts.jsonl"
+        prompts.write_text('{"id": "zh", "instruction": "写一篇不超过120字的短文，介绍月亮。"}\n'
+                           '{"id": "en", "instruction": "Write between 100 and 140 words about tea."}\n'
+                           '{"id": "file", "instruction": "Write about rivers.", "min_words": 90}\n', encoding="utf-8")
+        summary = asyncio.run(build(config=str(config)))
+    db = tmp_path / "corpus.duckdb"
+    specs = rows(db, "select prompt_id, length_kind, length_low, length_high, length_unit, required_words,"
+                     " required_source, length_span, bound_ok is not null, length_stop is not null"
+                     " from samples order by prompt_id")
+    assert specs == [("en", "range", 100, 140, "words", 120, "instruction", "between 100 and 140 words", True, True),
+                     ("file", "at_least", 90, None, "words", 99, "min_max_words", None, True, True),
+                     ("zh", "at_most", None, 120, "zh_chars", 108, "instruction", "不超过120字", True, True)]
+    assert summary["samples"] == 3
+    sft = tmp_path / "out" / "specs" / "sft"
+    exported = {p.name for p in sft.iterdir()}
+    assert exported and exported <= {"train.parquet", "test.parquet"}

@@ -5,7 +5,8 @@ import random
 import pytest
 
 from judges import filters, pairwise, rubric
-from judges.material import Candidate, clip, quote
+from judges.material import Candidate, clip
+from longform.text import quote
 from judges.ruler import meta_length_token, ruler_metrics
 
 

@@ -121,7 +121,7 @@ def test_pairwise_falls_back_to_the_argmax_and_says_so(store):
 
 def test_rubric_scores_in_expectation_beside_the_argmax(store):
     text = "{" + ", ".join(f'"{d}": 3' for d in DIMENSIONS) + "}"
-    logprobs, prefix = [], ""
+    logprobs = []
     for piece in re.split(r"(\d)", text):
         if piece.isdigit():
             logprobs.append((piece, math.log(0.5), {"3": math.log(0.5), "4": math.log(0.3), "2": math.log(0.2)}))

@@ -135,6 +135,7 @@ def test_span_keeps_the_qualifier():
     assert read_length("Please write no more than 400 words about tides").span == "no more than 400 words"
     assert read_length("请写一篇三千五百字左右的散文").span == "三千五百字左右"
     assert read_length("字数在800到1000之间").span == "字数在800到1000之间"
+    assert read_length("Write between 800 and 1,000 words").span == "between 800 and 1,000 words"
 
 
 def test_aim_and_band_by_kind():

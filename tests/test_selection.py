@@ -1,6 +1,6 @@
 """The selection policy's decisions and reasons."""
 
-from judges.filters import Check
+from longform.checks import Check
 from judges.selection import Scored, select
 from longform.config import SelectionConfig
 

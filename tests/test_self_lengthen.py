@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+from judges.filters import SELF_LENGTHEN_FILTERS
 from pathlib import Path
 
 from datasets import load_dataset
@@ -40,7 +41,7 @@ def test_one_real_extension_round(embedded, store):
     engine = make_engine(embedded, store, concurrency=1)
     cfg = SelfLengthenConfig(rounds=1, min_growth=1.0, generator_max_tokens=60, round_max_tokens=200,
                              required_filters=[])
-    writer = SelfLengthen(engine, cfg, GenerationConfig(), seed=0)
+    writer = SelfLengthen(engine, cfg, GenerationConfig(), seed=0, checks=SELF_LENGTHEN_FILTERS)
     prompt = Prompt("p", "Write three short paragraphs about autumn in a small town.", 80, {})
 
     async def go():

@@ -4,7 +4,6 @@ missing database; and once in a real browser (Debian's chromium + chromium-drive
 import re
 import shutil
 import socket
-import threading
 import time
 
 import pytest
@@ -154,3 +153,22 @@ def test_in_a_real_browser(corpus, tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_while_a_build_holds_the_database_pages_come_through_the_builds_reader(corpus, tmp_path):
+    import subprocess
+    import sys
+
+    held = tmp_path / "held.duckdb"
+    shutil.copy(corpus, held)
+    # Another process holds the file for writing, as a running build does.
+    writer = subprocess.Popen([sys.executable, "-c", "import sys; from pathlib import Path; from longform.store import"
+                               " Store; s = Store.open(Path(sys.argv[1])); print('ready', flush=True); sys.stdin.read()",
+                               str(held)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline().strip() == "ready"
+        page = TestClient(create_app(held)).get("/samples", params={"writer": "self_lengthen"})
+    finally:
+        writer.stdin.close()
+        writer.wait(timeout=30)
+    assert page.status_code == 200 and _ids(page.text) == ["s-2"]

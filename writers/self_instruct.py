@@ -21,7 +21,7 @@ from pathlib import Path
 from rapidfuzz import fuzz, process
 
 from longform.lengths import WORDS
-from judges.material import quote
+from longform.text import quote
 from longform import templates
 from longform.config import InstructionsConfig
 from longform.engine import ChatRequest, Engine, RequestFailed

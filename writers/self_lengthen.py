@@ -24,23 +24,22 @@ import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Sequence
 
-from judges import filters
-from longform.lengths import WORDS
-from judges.material import quote
 from longform import templates
+from longform.checks import Check
 from longform.config import GenerationConfig, SelfLengthenConfig
 from longform.engine import ChatRequest, Completion, Engine, RequestFailed
 from longform.ids import SampleIds
+from longform.length_reader import spec_for
+from longform.lengths import WORDS, LengthSpec
 from longform.prompts import Prompt
 from longform.store import now
-from longform.length_reader import spec_for
-from longform.lengths import LengthSpec
+from longform.text import paragraphs, quote
 from writers.agentwrite import WriteFailure
 
 WRITER = "self_lengthen"
 _TEMPLATES = Path(__file__).parent / "templates"
-PAPER_FILTERS = (filters.ends_with_punctuation, filters.repeated_ngram, filters.meta_words)
 
 
 @dataclass(frozen=True)
@@ -51,7 +50,7 @@ class Step:
     role: str                 # generator | continuation | extender
     text: str
     words_before: int
-    verdicts: tuple[filters.Check, ...]
+    verdicts: tuple[Check, ...]
     accepted: bool
     reason: str
     finish_reason: str | None
@@ -90,7 +89,7 @@ class Lengthened:
     def sample_row(self, run_id: str, model: str) -> dict:
         return {"sample_id": self.sample_id, "prompt_id": self.prompt.prompt_id, "run_id": run_id,
                 "writer": WRITER, "model": model, "sample_index": self.sample_index, "text": self.text,
-                **self.spec.columns(), "n_sections": len(filters.paragraphs(self.text)), "plan_source": None,
+                **self.spec.columns(), "n_sections": len(paragraphs(self.text)), "plan_source": None,
                 "tokens_out": self.tokens_out, "created_at": now()}
 
     def extra_rows(self) -> dict[str, list[dict]]:
@@ -102,12 +101,12 @@ def _step_rows(steps, prompt_id: str, sample_id: str, iteration: int) -> list[di
 
 
 def split_first_half(text: str) -> str:
-    paras = filters.paragraphs(text)
+    paras = paragraphs(text)
     return "\n\n".join(paras[:max(1, math.ceil(len(paras) / 2))])
 
 
 def keep_two_thirds(text: str) -> str:
-    paras = filters.paragraphs(text)
+    paras = paragraphs(text)
     return "\n\n".join(paras[:max(1, math.ceil(len(paras) * 2 / 3))])
 
 
@@ -121,10 +120,14 @@ class SelfLengthen:
     name = WRITER
 
     def __init__(self, engine: Engine, cfg: SelfLengthenConfig, generation: GenerationConfig, *, seed: int,
-                 default_words: int = 1000, roles: dict[str, str] | None = None, iteration: int = 1):
-        """`roles`: the served model of each role ("generator", "extender") when they are not the
-        endpoint's own model, as after retraining; `iteration`: the macro iteration this writes."""
+                 checks: Sequence[Callable[[str], Check]], default_words: int = 1000,
+                 roles: dict[str, str] | None = None, iteration: int = 1):
+        """`checks`: the filters each round is gated by (the paper's three: judges/filters.py,
+        handed over by the flow, so the writer depends on the core only); `roles`: the served model
+        of each role ("generator", "extender") when they are not the endpoint's own model, as after
+        retraining; `iteration`: the macro iteration this writes."""
         self._engine = engine
+        self._checks = tuple(checks)
         self._sample_ids = SampleIds(self.fingerprint)
         self._roles = roles or {}
         self.iteration = iteration
@@ -208,7 +211,7 @@ class SelfLengthen:
 
     def _candidate(self, sample_id: str, parent: Step, round_: int, role: str, text: str,
                    finish: str | None) -> Step:
-        checks = tuple(f(text) for f in PAPER_FILTERS)
+        checks = tuple(f(text) for f in self._checks)
         failed = [c for c in checks if not c.passed and c.filter in self._cfg.required_filters]
         before, after = WORDS(parent.text), WORDS(text)
         if failed:
@@ -222,7 +225,7 @@ class SelfLengthen:
 
     def _step(self, sample_id: str, parent: str | None, round_: int, role: str, text: str, before: int,
               finish: str | None, *, accept: bool) -> Step:
-        checks = tuple(f(text) for f in PAPER_FILTERS)
+        checks = tuple(f(text) for f in self._checks)
         return Step(_step_id(sample_id, round_, role), parent, round_, role, text, before, checks, accept,
                     "the generator's answer", finish)
 

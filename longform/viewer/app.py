@@ -11,6 +11,7 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 from starlette.routing import Route
@@ -23,7 +24,6 @@ _TEMPLATES = Path(__file__).parent / "templates"
 
 
 def create_app(db: Path) -> Starlette:
-    reads = CorpusReads(db)
     env = Environment(loader=FileSystemLoader(_TEMPLATES), autoescape=select_autoescape(default=True),
                       trim_blocks=True, lstrip_blocks=True)
     env.globals.update(db=str(db), PAGE_SIZE=PAGE_SIZE)
@@ -32,10 +32,16 @@ def create_app(db: Path) -> Starlette:
         return HTMLResponse(env.get_template(name).render(**values), status_code=status)
 
     def page(handler):
-        """A route that turns a missing or unreadable database into a clear page, not a traceback."""
+        """A route on one read-only connection for the page; a missing or unreadable database is a
+        clear page, not a traceback."""
+        def work(request: Request) -> HTMLResponse:
+            with CorpusReads.open(db) as reads:
+                return handler(request, reads)
+
         async def endpoint(request: Request) -> HTMLResponse:
             try:
-                return handler(request)
+                # DuckDB calls block: off the event loop, so one slow page does not stall the others.
+                return await run_in_threadpool(work, request)
             except LongformError as e:
                 return render("error.html", 503, title="Database not readable", message=str(e))
             except BadParameter as e:
@@ -45,10 +51,10 @@ def create_app(db: Path) -> Starlette:
     def not_found(what: str, key: str) -> HTMLResponse:
         return render("error.html", 404, title=f"No such {what}", message=f"{what} {key!r} is not in {db}")
 
-    def runs(request: Request) -> HTMLResponse:
+    def runs(request: Request, reads: CorpusReads) -> HTMLResponse:
         return render("runs.html", runs=reads.runs())
 
-    def run(request: Request) -> HTMLResponse:
+    def run(request: Request, reads: CorpusReads) -> HTMLResponse:
         found = reads.run(request.path_params["run_id"])
         if found is None:
             return not_found("run", request.path_params["run_id"])
@@ -61,30 +67,30 @@ def create_app(db: Path) -> Starlette:
         ) if c]
         return render("run.html", run=found, plots=plots)
 
-    def samples(request: Request) -> HTMLResponse:
+    def samples(request: Request, reads: CorpusReads) -> HTMLResponse:
         f = _filter(request.query_params)
         return render("samples.html", page=reads.samples(f), f=f, facets=reads.facets(), sorts=list(SORTS),
                       query=dict(request.query_params))
 
-    def sample(request: Request) -> HTMLResponse:
+    def sample(request: Request, reads: CorpusReads) -> HTMLResponse:
         found = reads.sample(request.path_params["sample_id"])
         if found is None:
             return not_found("sample", request.path_params["sample_id"])
         return render("sample.html", s=found, chart=charts.planned_vs_written(found["sections"]))
 
-    def prompt(request: Request) -> HTMLResponse:
+    def prompt(request: Request, reads: CorpusReads) -> HTMLResponse:
         found = reads.prompt(request.path_params["prompt_id"])
         if found is None:
             return not_found("prompt", request.path_params["prompt_id"])
         return render("prompt.html", p=found)
 
-    def pair(request: Request) -> HTMLResponse:
+    def pair(request: Request, reads: CorpusReads) -> HTMLResponse:
         found = reads.pair(request.path_params["selection_id"])
         if found is None:
             return not_found("DPO pair", request.path_params["selection_id"])
         return render("pair.html", pair=found)
 
-    def failures(request: Request) -> HTMLResponse:
+    def failures(request: Request, reads: CorpusReads) -> HTMLResponse:
         run_id = request.query_params.get("run") or None
         return render("failures.html", failures=reads.failures(run_id), run=run_id)
 
