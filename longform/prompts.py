@@ -22,10 +22,10 @@ class Prompt:
     instruction: str
     # The length the user asked for in the JSONL file; None means "read it from the instruction".
     target_words: int | None = None
+    meta: dict = field(default_factory=dict, compare=False)
     # Bounds from the prompts file: at least / at most / a range (longform/length_reader.py).
     min_words: int | None = None
     max_words: int | None = None
-    meta: dict = field(default_factory=dict, compare=False)
 
 
 def prompt_id_for(instruction: str) -> str:

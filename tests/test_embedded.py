@@ -27,16 +27,22 @@ def _ask(engine, *requests):
 def test_chat_with_small_max_tokens_and_a_json_plan(embedded, store):
     engine = make_engine(embedded, store)
     chat = ChatRequest(stage="t", messages=[{"role": "user", "content": "Name a colour."}], max_tokens=8, seed=3)
+    # The plan schema, bounded so that any answer the grammar allows ends within max_tokens.
+    items = PLAN_SCHEMA["properties"]["paragraphs"]["items"]
+    bounded = {**PLAN_SCHEMA, "properties": {"paragraphs": {
+        "type": "array", "minItems": 1, "maxItems": 2,
+        "items": {**items, "properties": {"main_point": {"type": "string", "maxLength": 40},
+                                          "word_count": {"type": "integer", "enum": [100, 200, 300]}}}}}}
     plan = ChatRequest(stage="plan", messages=[{"role": "user", "content": "Plan a 300-word essay on tea as JSON."}],
-                       max_tokens=120, seed=3, json_schema=PLAN_SCHEMA)
+                       max_tokens=200, seed=3, json_schema=bounded)
     answer, planned = _ask(engine, chat, plan)
     assert answer.text.strip() and 0 < answer.tokens_out <= 8
     assert answer.finish_reason in ("stop", "length")
     # The schema is enforced by llama.cpp's grammar: the answer is JSON from its first character.
     assert planned.text.lstrip().startswith("{")
-    if planned.finish_reason == "stop":
-        assert parse_plan(planned.text) is not None
-        json.loads(planned.text)
+    assert planned.finish_reason == "stop", planned
+    steps, source = parse_plan(planned.text)
+    assert source == "json" and 1 <= len(steps) <= 2 and json.loads(planned.text, strict=False)["paragraphs"]
 
 
 def test_a_repeated_request_is_answered_from_the_cache(embedded, store):

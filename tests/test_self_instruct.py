@@ -9,7 +9,7 @@ from longform.prompts import Prompt
 from writers.self_instruct import SelfInstruct, clean
 
 from conftest import make_engine
-from fault_server import FaultServer
+from fault_server import FaultServer, ok, writer_answer
 from helpers import remote_build, rows
 
 SEEDS = [Prompt(f"seed{i}", text, None, {}) for i, text in enumerate([
@@ -58,15 +58,32 @@ def test_expansion_stores_every_candidate_and_keeps_only_new_long_form_instructi
     assert [p.instruction for p in again] == [p.instruction for p in kept]
 
 
+NEW = "Write a 3000-word guide to building a wooden canoe by hand."
+
+
+def _stand_in(body):
+    """A deterministic self-instruct model: one new instruction, a near-copy of a seed, then "yes"
+    to every check; the writer's requests as the realistic stand-in answers them."""
+    content = body["messages"][0]["content"]
+    if "Write one new instruction" in content:
+        return ok(NEW if body.get("seed", 0) % 2 == 0 else "Write about topic 1.")
+    if "Would a good answer" in content:
+        return ok('{"answer": "yes"}')
+    return writer_answer(body)
+
+
 def test_the_build_stage_registers_kept_instructions_and_stores_every_candidate(prefect, tmp_path):
-    with FaultServer(realistic=True) as server:
+    with FaultServer() as server:
+        server.answer = _stand_in
         config = remote_build(tmp_path, server.base_url, 2, extra="")
         config.write_text(config.read_text() + "\n[instructions]\nenabled = true\nn = 1\nmax_attempts = 3\n")
         summary = asyncio.run(build(config=str(config)))
     db = tmp_path / "corpus.duckdb"
-    candidates = rows(db, "select attempt, accepted, reason from instruction_candidates order by attempt")
-    assert 1 <= len(candidates) <= 3 and all(reason for *_, reason in candidates)
-    kept = sum(accepted for _, accepted, _ in candidates)
-    assert rows(db, "select count(*) from prompts where source like 'self_instruct%'") == [(kept,)]
-    # Kept instructions are written like the seeds.
-    assert summary["samples"] + sum(summary["failures"].values()) == 2 + kept
+    candidates = rows(db, "select instruction, accepted, reason from instruction_candidates order by attempt")
+    assert all(reason for *_, reason in candidates)
+    assert [(text, accepted) for text, accepted, _ in candidates if accepted] == [(NEW, True)]
+    registered = rows(db, "select prompt_id, instruction from prompts where source like 'self_instruct%'")
+    assert [text for _, text in registered] == [NEW]
+    # The kept instruction is written like the seeds.
+    assert rows(db, "select count(*) from samples where prompt_id = ?", [registered[0][0]]) == [(1,)]
+    assert summary["samples"] == 3

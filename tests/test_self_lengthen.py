@@ -2,17 +2,19 @@
 
 import asyncio
 import json
-from judges.filters import SELF_LENGTHEN_FILTERS
 from pathlib import Path
 
 from datasets import load_dataset
 
 from flows.build import build
+from judges.filters import SELF_LENGTHEN_FILTERS
+from longform.endpoint import Endpoint
 from longform.config import GenerationConfig, SelfLengthenConfig
 from longform.prompts import Prompt
 from writers.self_lengthen import SelfLengthen, keep_two_thirds, noised, split_first_half, training_rows
 
 from conftest import make_engine
+from fault_server import FaultServer, ok
 from helpers import rows, tiny_build
 
 
@@ -35,6 +37,49 @@ def test_noise_keeps_about_four_lines_in_five_deterministically():
     assert data.generator[0]["messages"] == [{"role": "user", "content": "Write."},
                                              {"role": "assistant", "content": "a longer answer"}]
     assert "Write." in data.extender[0]["messages"][0]["content"]
+
+
+def _scripted(store, cfg, *answers):
+    """One sample through a stand-in server that answers `answers` in order: (writer result, bodies sent)."""
+    with FaultServer() as server:
+        server.push(*answers)
+        engine = make_engine(Endpoint(server.base_url, "fault-model", "json_schema", 8192), store, concurrency=1)
+        writer = SelfLengthen(engine, cfg, GenerationConfig(), seed=0, checks=SELF_LENGTHEN_FILTERS)
+
+        async def go():
+            try:
+                return await writer.write(Prompt("p", "Write about tea.", 60), 0)
+            finally:
+                await engine.close()
+        return asyncio.run(go()), server.received
+
+
+ROUND = SelfLengthenConfig(rounds=1, min_growth=1.2, generator_max_tokens=60, round_max_tokens=200)
+
+
+def test_a_truncated_generator_is_continued_and_a_round_failing_a_required_filter_is_rejected(store):
+    result, sent = _scripted(
+        store, ROUND,
+        ok("Tea came from China.\n\nIt spread along trade routes and", finish_reason="length"),
+        ok("into Europe, where it became a daily ritual in many homes."),
+        ok("Tea came from China, where people first brewed leaves."),
+        ok("and the rest goes on without any final punctuation mark"))
+    steps = {s.role: s for s in result.steps}
+    assert [s.role for s in result.steps] == ["generator", "continuation", "extender"]
+    # The continuation asked the server to go on from the generator's own text.
+    assert sent[1]["messages"][-1] == {"role": "assistant", "content": steps["generator"].text}
+    assert steps["continuation"].accepted and steps["continuation"].text.endswith("many homes.")
+    extender = steps["extender"]
+    assert not extender.accepted and extender.reason.startswith("ends_with_punctuation:")
+    assert result.text == steps["continuation"].text            # the rejected round is not the answer
+
+
+def test_a_chain_that_does_not_grow_enough_is_a_failure_with_its_steps(store):
+    result, _ = _scripted(store, ROUND, ok("Tea came from China and spread to the world."),
+                          ok("Tea came from China."), ok("It spread."))
+    assert (result.stage, result.reason) == ("self_lengthen", "insufficient_growth")
+    assert "needs > 1.2×" in result.detail
+    assert [r["role"] for r in result.extra["lengthen_steps"]] == ["generator", "extender"]
 
 
 def test_one_real_extension_round(embedded, store):
@@ -125,8 +170,11 @@ max_length = 128
                       " where l.iteration = 2")
     second_failed = rows(db, "select count(*) from failures f join lengthen_steps l using (sample_id)"
                              " where l.iteration = 2")
-    assert second or second_failed[0][0] > 0
-    assert all(m.startswith("generator=generator-iter1-") for (m,) in second)
+    # Iteration 2 wrote every prompt again, through the retrained roles (kept or failed, a chain each).
+    assert len(second) + second_failed[0][0] >= 1
+    models = rows(db, "select distinct model from samples s where exists (select 1 from lengthen_steps l"
+                      " where l.sample_id = s.sample_id and l.iteration = 2)")
+    assert all(m.startswith("generator=generator-iter1-") for (m,) in models)
 
     again = asyncio.run(build(config=str(config)))
     assert again["requests_sent"] == 0 and summary["requests_sent"] > 0

@@ -68,7 +68,7 @@ def parse_plan(answer: str) -> tuple[list[Step], str] | None:
 
 def _from_json(answer: str) -> list[Step]:
     try:
-        data = json.loads(answer)
+        data = json.loads(answer, strict=False)  # small models put raw newlines inside strings
     except json.JSONDecodeError:
         return []
     items = data.get("paragraphs") if isinstance(data, dict) else data
