@@ -9,7 +9,6 @@ import re
 import statistics
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Callable
 
 import matplotlib
 
@@ -19,38 +18,9 @@ import numpy as np  # noqa: E402
 
 from judges.ruler import ruler_metrics  # noqa: E402
 
-Query = Callable[[str], tuple[list[str], list[tuple]]]
-
-
-def _rows(query: Query, sql: str) -> list[dict]:
-    columns, rows = query(sql)
-    return [dict(zip(columns, r)) for r in rows]
-
-
-def _lit(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
-def write_report(query: Query, run_id: str, out_dir: Path) -> Path:
-    run = _rows(query, f"select run_id, name, status, started_at, finished_at, config from runs where run_id = {_lit(run_id)}")[0]
-    samples = _rows(query, f"""
-        select s.sample_id, s.prompt_id, s.writer, s.model, s.words, s.required_words, s.length_score,
-               q.value as quality, lq.value as lc_quality, sel.selected
-        from selections sel join samples s using (sample_id)
-        left join scores q on q.run_id = sel.run_id and q.sample_id = s.sample_id and q.metric = 'quality'
-        left join scores lq on lq.run_id = sel.run_id and lq.sample_id = s.sample_id and lq.metric = 'lc_quality'
-        where sel.run_id = {_lit(run_id)} and sel.purpose = 'sft'
-        order by s.sample_id""")
-    fits = _rows(query, f"select judge_model, kind, status, reason, n, phi, ci_low, ci_high, scale, detail"
-                        f" from length_fits where run_id = {_lit(run_id)} order by kind")
-    checks = _rows(query, f"select subject, filter, passed from filter_checks where run_id = {_lit(run_id)}")
-    dpo = _rows(query, f"select prompt_id, selected, reason from selections where run_id = {_lit(run_id)}"
-                       " and purpose = 'dpo' order by prompt_id")
-    judged = _rows(query, f"""select kind, parse_status, count(*) as n from judgments
-        where list_contains((select list(sample_id) from selections where run_id = {_lit(run_id)}
-                             and purpose = 'sft'), sample_id)
-        group by all order by all""")
-
+def write_report(data: dict, out_dir: Path) -> Path:
+    """`data`: one run's rows as `CorpusReads.report` reads them (longform/corpus_reads.py)."""
+    run, samples, fits, checks, dpo, judged = (data[k] for k in ("run", "samples", "fits", "checks", "dpo", "judged"))
     out_dir.mkdir(parents=True, exist_ok=True)
     plots = [p for p in (_lengths_plot(samples, out_dir), _length_score_plot(samples, out_dir),
                          _judge_plot(samples, fits, out_dir), _filters_plot(checks, out_dir)) if p]

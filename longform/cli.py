@@ -521,11 +521,13 @@ def report(
     """Markdown report with plots: lengths, S_l, judges and their length bias, filters, selection."""
     with _user_errors():
         from judges.report import write_report
-        from longform.store import read_query
+        from longform.corpus_reads import CorpusReads
 
         run_id, name, config = _scored_run(db, run)
         out_dir = out or Path(config["build"]["out_dir"]) / name / "report"
-        path = write_report(lambda sql: read_query(db, sql), run_id, out_dir)
+        with CorpusReads.open(db) as reads:
+            data = reads.report(run_id)
+        path = write_report(data, out_dir)
         console.print(f"report for run {run_id}: {path}")
 
 

@@ -220,6 +220,29 @@ class CorpusReads:
                                          [pair["prompt_id"]]) or {}).get("instruction")
         return pair
 
+    def report(self, run_id: str) -> dict:
+        """What `longform report` draws for one run (judges/report.py)."""
+        p = [run_id]
+        return {
+            "run": self._one("SELECT run_id, name, status, started_at, finished_at, config FROM runs WHERE run_id = ?", p),
+            "samples": self._rows("""
+                SELECT s.sample_id, s.prompt_id, s.writer, s.model, s.words, s.required_words, s.length_score,
+                       q.value AS quality, lq.value AS lc_quality, sel.selected
+                FROM selections sel JOIN samples s USING (sample_id)
+                LEFT JOIN scores q ON q.run_id = sel.run_id AND q.sample_id = s.sample_id AND q.metric = 'quality'
+                LEFT JOIN scores lq ON lq.run_id = sel.run_id AND lq.sample_id = s.sample_id AND lq.metric = 'lc_quality'
+                WHERE sel.run_id = ? AND sel.purpose = 'sft' ORDER BY s.sample_id""", p),
+            "fits": self._rows("SELECT judge_model, kind, status, reason, n, phi, ci_low, ci_high, scale, detail"
+                               " FROM length_fits WHERE run_id = ? ORDER BY kind", p),
+            "checks": self._rows("SELECT subject, filter, passed FROM filter_checks WHERE run_id = ?", p),
+            "dpo": self._rows("SELECT prompt_id, selected, reason FROM selections WHERE run_id = ? AND purpose = 'dpo'"
+                              " ORDER BY prompt_id", p),
+            "judged": self._rows("""
+                SELECT j.kind, j.parse_status, count(*) AS n FROM judgments j
+                WHERE j.sample_id IN (SELECT sample_id FROM selections WHERE run_id = ? AND purpose = 'sft')
+                GROUP BY ALL ORDER BY ALL""", p),
+        }
+
     def failures(self, run: str | None) -> dict:
         where, params = (" WHERE run_id = ?", [run]) if run else ("", [])
         return {"groups": self._rows(f"SELECT stage, reason, count(*) AS n FROM failures{where}"

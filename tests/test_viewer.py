@@ -172,3 +172,14 @@ def test_while_a_build_holds_the_database_pages_come_through_the_builds_reader(c
         writer.stdin.close()
         writer.wait(timeout=30)
     assert page.status_code == 200 and _ids(page.text) == ["s-2"]
+
+
+def test_report_command_draws_the_run_with_its_judges(corpus, tmp_path):
+    proc = longform("report", "--db", str(corpus), "--run", RUN, "--out", str(tmp_path / "report"), cwd=tmp_path)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "SFT: 2 of 3 samples selected. DPO: 1 pairs from 1 prompts." in text
+    assert ("**m**, pairwise: 2 verdicts (2 graded from logprobs); position bias +0.20" in text
+            and "the longer answer wins 60% as judged, 50% length-controlled" in text)
+    assert (tmp_path / "report" / "lengths.png").exists()

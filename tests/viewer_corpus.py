@@ -69,5 +69,9 @@ def write_corpus(db: Path) -> dict:
         store.add("failures", {"failure_id": "f-1", "run_id": RUN, "stage": "plan", "prompt_id": "p-moon",
                                "sample_id": "s-x", "reason": "unparsable_plan", "detail": f"answer: {SCRIPT}",
                                "created_at": now()})
+        store.add("length_fits", {"run_id": RUN, "judge_model": "m", "kind": "pairwise", "status": "fitted",
+                                   "n": 2, "phi": 0.8, "ci_low": 0.1, "ci_high": 1.5, "scale": 80.0, "created_at": now(),
+                                   "detail": {"position": {"estimate": 0.9, "ci": [0.2, 1.6], "pair_bias": 0.2},
+                                              "graded": 2, "longer_wins": {"raw": 0.6, "lc": 0.5, "pairs": 2}}})
         store.finish_run(RUN, "finished", {"samples": 3})
     return {"run": RUN, "samples": ["s-0", "s-1", "s-2"]}
