@@ -38,9 +38,10 @@ def tiny_build(tmp_path: Path, name: str = "tiny") -> Path:
 
 def remote_build(tmp_path: Path, base_url: str, n_prompts: int, *, name: str = "remote",
                  db_name: str = "corpus.duckdb", extra: str = "", endpoint_extra: str = "") -> Path:
-    """A build against an OpenAI-compatible test server: every prompt asks for 90 words."""
+    """A build against an OpenAI-compatible test server: every prompt asks for 180 words, which the
+    realistic stand-in (60 words a section) writes as a plan and three sections, in band."""
     prompts = tmp_path / "prompts.jsonl"
-    prompts.write_text("".join(f'{{"id": "p{i:03d}", "instruction": "Write about topic {i}.", "target_words": 90}}\n'
+    prompts.write_text("".join(f'{{"id": "p{i:03d}", "instruction": "Write about topic {i}.", "target_words": 180}}\n'
                                for i in range(n_prompts)), encoding="utf-8")
     config = tmp_path / f"{name}.toml"
     config.write_text(f"""

@@ -215,13 +215,14 @@ def test_query_and_status_answer_while_a_build_runs(tmp_path, prefect):
 
 
 def test_until_accepted_stops_at_exactly_n_and_resumes_for_free(tmp_path, prefect):
-    # Targets alternate 90 and 30 words; the stand-in model writes ~180 and ~96, so S_l is 66.7 for
-    # even prompts and 26.7 for odd ones, and a floor of 60 accepts exactly the even ones.
+    # Targets alternate 90 and 10 words; the stand-in model writes 60 words a section (32 when asked
+    # for fewer), so length control stops at 120 and 32 words: S_l 88.9 for even prompts and 26.7
+    # for odd ones, and a floor of 60 accepts exactly the even ones.
     prompts = tmp_path / "prompts.jsonl"
     with FaultServer(realistic=True) as server:
         cfg = remote_build(tmp_path, server.base_url, 10, extra="max_active_samples = 3\ncandidate_budget = 12",
                            endpoint_extra="concurrency = 3")
-        prompts.write_text("".join(f'{{"id": "p{i:03d}", "instruction": "Topic {i}.", "target_words": {90 if i % 2 == 0 else 30}}}\n'
+        prompts.write_text("".join(f'{{"id": "p{i:03d}", "instruction": "Topic {i}.", "target_words": {90 if i % 2 == 0 else 10}}}\n'
                                    for i in range(10)))
         cfg.write_text(cfg.read_text() + "\n[selection]\nmin_length_score = 60\n")
         summary = asyncio.run(build(config=str(cfg), until_accepted=4))
