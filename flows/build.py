@@ -12,6 +12,7 @@ from flows.stages import (expand_instructions, export_stage, gateau_stage, gathe
                           lengthen_iteration, register_prompts, retrain_roles, score_and_select, self_lengthen_data,
                           write_shard, write_until_accepted)
 from longform.build_inputs import load_build_inputs
+from longform.errors import LongformError
 from longform.progress import reporter
 from longform.prompts import Prompt
 from longform.session import BuildSession, build_session
@@ -49,6 +50,9 @@ async def write_stages(session: BuildSession, prompt_list: list[Prompt], source:
                         None if until_accepted else settings.build.samples_per_prompt * len(writers))
     try:
         if until_accepted:
+            if len(writers) > 1:  # the CLI refuses this first; a deployment's parameters land here
+                raise LongformError("--until-accepted runs one writer; [writers] enabled lists"
+                                    f" {', '.join(writers)}")
             reporter().start(until_accepted, session.engine)
             await write_until_accepted(session, panel, writers[0], prompt_list, until_accepted)
         else:

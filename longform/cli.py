@@ -122,6 +122,10 @@ def build(
         from longform.store import Store
 
         settings, _, _ = load_build_inputs(config, prompts=prompts, db=db, limit=limit)
+        if until_accepted and len(settings.writers.enabled) > 1:
+            # Its candidate order and budget are one writer's; two would need a policy for splitting them.
+            raise LongformError(f"{config}: --until-accepted runs one writer; [writers] enabled lists"
+                                f" {', '.join(settings.writers.enabled)} (enable one, or drop --until-accepted)")
         n = settings.build.shards if shards is None else shards
         check_shards(0, n)
         if n > 1:

@@ -63,6 +63,14 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path):
                     "schema v99, newer than")
     _one_line_error(run("query", "select 1", "--db", str(tmp_path / "none.duckdb"), cwd=tmp_path,
                         env_home=tmp_path), "no database here yet")
+    two_writers = tmp_path / "two.toml"
+    two_writers.write_text(config.read_text() + '\n[writers]\nenabled = ["agentwrite", "self_lengthen"]\n')
+    _one_line_error(run("build", "--config", str(two_writers), "--until-accepted", "2", cwd=tmp_path,
+                        env_home=tmp_path), "--until-accepted runs one writer", "agentwrite, self_lengthen")
+    min_above_max = tmp_path / "bounds.jsonl"
+    min_above_max.write_text('{"instruction": "Write about tea.", "min_words": 900, "max_words": 300}\n')
+    _one_line_error(run("build", "--config", str(config), "--prompts", str(min_above_max), cwd=tmp_path,
+                        env_home=tmp_path), "bounds.jsonl:1: 'min_words' 900 is above 'max_words' 300")
     assert not (tmp_path / "corpus.duckdb").exists()  # nothing was started for bad input
 
 
