@@ -62,9 +62,9 @@ def _markdown(run, samples, fits, checks, dpo, judged, plots) -> str:
         lines.append("No judges ran ([judges] rubric / pairwise are off).")
     lines += ["", "### Length bias", "",
               "φ is the judge's preference for length (pairwise: per unit of tanh(Δwords/σ) on the logit; rubric:"
-              " S_q points per unit of tanh of standardised log length), with its 95% confidence interval.", "",
-              "| judge | kind | status | n | φ | 95% CI | note |", "|---|---|---|---|---|---|---|"]
+              " S_q points per unit of tanh of standardised log length), with its 95% confidence interval.", ""]
     lines += _judge_summary(fits)
+    lines += ["| judge | kind | status | n | φ | 95% CI | note |", "|---|---|---|---|---|---|---|"]
     for f in fits:
         ci = f"[{f['ci_low']:.2f}, {f['ci_high']:.2f}]" if f["status"] == "fitted" else "–"
         phi = f"{f['phi']:.2f}" if f["phi"] is not None else "–"

@@ -182,4 +182,6 @@ def test_report_command_draws_the_run_with_its_judges(corpus, tmp_path):
     assert "SFT: 2 of 3 samples selected. DPO: 1 pairs from 1 prompts." in text
     assert ("**m**, pairwise: 2 verdicts (2 graded from logprobs); position bias +0.20" in text
             and "the longer answer wins 60% as judged, 50% length-controlled" in text)
+    summary = text.index("**m**, pairwise")
+    assert summary < text.index("| judge | kind | status |")     # before the table, not inside it
     assert (tmp_path / "report" / "lengths.png").exists()
