@@ -20,6 +20,7 @@ from judges.material import Candidate
 from judges.panel import JudgePanel
 from judges.ruler import meta_length_token
 from judges.scoring import score_run
+from longform.ids import row_id
 from longform.admission import run_until_accepted
 from longform.export import export_run, export_target
 from longform.lengths import measure
@@ -136,9 +137,8 @@ def save(session: BuildSession, result: Draft | Lengthened | WriteFailure, *, ne
         store.add_many(table, ({"run_id": session.run_id, **row} if "run_id" in APPEND_TABLES[table] else row
                                for row in rows))
     if isinstance(result, WriteFailure):
-        failure_id = hashlib.sha256(f"{session.run_id}|{result.stage}|{result.sample_id}".encode()).hexdigest()[:24]
         store.add("failures", {
-            "failure_id": failure_id, "run_id": session.run_id, "stage": result.stage,
+            "failure_id": row_id(session.run_id, result.stage, result.sample_id), "run_id": session.run_id, "stage": result.stage,
             "prompt_id": result.prompt.prompt_id, "sample_id": result.sample_id, "key": result.key,
             "reason": result.reason, "detail": result.detail, "created_at": now()})
         tally.failures[f"{result.stage}:{result.reason}"] += 1

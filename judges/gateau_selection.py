@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+from longform.ids import row_id
 from longform.text import paragraphs
 from judges.gateau import GateauScorer, Measured, NotScorable, Sample, combine, effective_window  # torch: import lazily
 from longform import hf_model
@@ -122,7 +123,7 @@ def _measure(scorer: GateauScorer, sample: Sample, key: str) -> dict:
 
 
 def _decision(run_id: str, prompt_id: str, sample_id: str, selected: bool, reason: str, values: dict | None) -> dict:
-    return {"selection_id": hashlib.sha256(f"{run_id}|gateau|{sample_id}".encode()).hexdigest()[:24],
+    return {"selection_id": row_id(run_id, "gateau", sample_id),
             "run_id": run_id, "purpose": "gateau", "prompt_id": prompt_id, "sample_id": sample_id,
             "rejected_sample_id": None, "selected": selected, "reason": reason, "scores": values,
             "created_at": now()}

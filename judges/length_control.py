@@ -179,6 +179,16 @@ def _longer_wins(verdicts: list[Verdict], phi: float, sigma: float, position: fl
     return {"raw": float(np.mean(raw)), "lc": float(np.mean(lc)), "pairs": len(raw)}
 
 
+def sample_preferences(verdicts: list[Verdict]) -> dict[str, float]:
+    """Each candidate's mean position-debiased preference over the pairs it was in (both orders
+    asked): a judge signal that needs no fit, stored whether or not φ is identified."""
+    mine: dict[str, list[float]] = defaultdict(list)
+    for (a, b), p in debiased_preferences(verdicts).items():
+        mine[a].append(p)
+        mine[b].append(1 - p)
+    return {s: float(np.mean(ps)) for s, ps in mine.items()}
+
+
 def debiased_preferences(verdicts: list[Verdict]) -> dict[tuple[str, str], float]:
     """Per pair (a, b) asked in both orders: (P(a first ≻ b) + 1 − P(b first ≻ a)) / 2, the judge's
     preference for a with its position bias cancelled."""
@@ -214,18 +224,14 @@ def _sample_logits(verdicts: list[Verdict], phi: float, sigma: float) -> dict[st
         won = v.preference
         pairs[(a, b)].append(won if v.first == a else 1 - won)
         words[v.first], words[v.second] = v.first_words, v.second_words
-    raw, lc, preference = defaultdict(list), defaultdict(list), defaultdict(list)
+    raw, lc = defaultdict(list), defaultdict(list)
     for (a, b), wins in pairs.items():
-        # Both orders pooled: with one verdict each, the mean is the position-debiased preference.
-        preference[a].append(sum(wins) / len(wins))
-        preference[b].append(1 - sum(wins) / len(wins))
         p = (sum(wins) + 0.5) / (len(wins) + 1)
         observed = math.log(p / (1 - p))
         controlled = observed - phi * math.tanh((words[a] - words[b]) / sigma)
         raw[a].append(observed), lc[a].append(controlled)
         raw[b].append(-observed), lc[b].append(-controlled)
-    return {s: {"pairwise_logit": float(np.mean(raw[s])), "lc_pairwise_logit": float(np.mean(lc[s])),
-                "pairwise_preference": float(np.mean(preference[s]))} for s in raw}
+    return {s: {"pairwise_logit": float(np.mean(raw[s])), "lc_pairwise_logit": float(np.mean(lc[s]))} for s in raw}
 
 
 # --- rubric --------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from judges import filters
-from judges.length_control import LengthFit, Rated, Verdict, fit_pairwise, fit_rubric
+from judges.length_control import LengthFit, Rated, Verdict, fit_pairwise, fit_rubric, sample_preferences
 from judges.selection import Scored, select
 from longform.config import Settings
 from longform.lengths import asked
@@ -60,6 +60,8 @@ def score_run(store: Store, settings: Settings, *, run_id: str, sample_ids: list
                 for j in judgments if j["kind"] == "pairwise" and (j["winner"] or j["p_first"] is not None)
                 and j["sample_id"] in by_id and j["other_sample_id"] in by_id]
     if verdicts:
+        for sample_id, preference in sample_preferences(verdicts).items():
+            scored[sample_id].scores["pairwise_preference"] = preference
         fit, logits = fit_pairwise(verdicts, instruction_min=settings.judges.instruction_terms_min)
         fits.append(fit)
         for sample_id, values in logits.items():

@@ -11,10 +11,10 @@ logit, else (when no length fit was identified) the raw judge score — the deci
 
 from __future__ import annotations
 
-import hashlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from longform.ids import row_id
 from longform.checks import Check
 from longform.config import SelectionConfig
 
@@ -90,7 +90,6 @@ def _dpo(samples: list[Scored], cfg: SelectionConfig, required: list[str], run_i
 
 def _row(run_id: str, purpose: str, prompt_id: str, sample_id: str | None, rejected: str | None,
          selected: bool, reason: str, scores: dict) -> dict:
-    key = f"{run_id}|{purpose}|{prompt_id}|{sample_id}|{rejected}"
-    return {"selection_id": hashlib.sha256(key.encode()).hexdigest()[:24], "run_id": run_id, "purpose": purpose,
+    return {"selection_id": row_id(run_id, purpose, prompt_id, sample_id, rejected), "run_id": run_id, "purpose": purpose,
             "prompt_id": prompt_id, "sample_id": sample_id, "rejected_sample_id": rejected, "selected": selected,
             "reason": reason, "scores": scores}

@@ -27,3 +27,9 @@ class SampleIds:
             digest = hashlib.sha256(json.dumps(material, sort_keys=True, ensure_ascii=False).encode("utf-8"))
             known = self._known[(prompt.prompt_id, sample_index)] = "s-" + digest.hexdigest()[:20]
         return known
+
+
+def row_id(*parts: object) -> str:
+    """A deterministic row id: 24 hex digits of the SHA-256 of its parts joined by "|" (failure,
+    selection, Self-Lengthen step and self-instruct candidate ids), so a repeated write is the same row."""
+    return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:24]

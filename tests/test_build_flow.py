@@ -95,6 +95,18 @@ def test_judged_build_stores_verdicts_fits_and_decisions(prefect, tmp_path):
     expected = sum(2 for ids in by_prompt.values() if len(ids) == 2)   # one pair, both orders
     assert len(pairs) == expected
     assert {(a, b) for _, a, b in pairs} == {(b, a) for _, a, b in pairs}
+    # Graded verdicts: each order's P(first) read from the verdict token's logprobs, and the pair's
+    # position-debiased preference stored as a score of each candidate.
+    graded = {(a, b): (p, signal) for a, b, p, signal in rows(
+        db, "select sample_id, other_sample_id, p_first, signal from judgments where kind = 'pairwise'")}
+    assert all(signal == "logprobs" and 0 <= p <= 1 for p, signal in graded.values()), graded
+    preference = dict(rows(db, f"select sample_id, value from scores where run_id = '{summary['run_id']}'"
+                               " and metric = 'pairwise_preference'"))
+    for (a, b), (p_ab, _) in graded.items():
+        p_ba = graded[(b, a)][0]
+        if a < b:
+            assert preference[a] == pytest.approx((p_ab + 1 - p_ba) / 2)
+            assert preference[b] == pytest.approx(1 - (p_ab + 1 - p_ba) / 2)
 
     fits = rows(db, "select kind, status, reason, phi, ci_low, ci_high from length_fits")
     assert {f[0] for f in fits} == ({"rubric", "pairwise"} if expected else {"rubric"})

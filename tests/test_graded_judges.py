@@ -8,7 +8,8 @@ import re
 
 import pytest
 
-from judges.length_control import Rated, Verdict, debiased_preferences, fit_pairwise, fit_rubric
+from judges.length_control import (Rated, Verdict, debiased_preferences, fit_pairwise, fit_rubric,
+                                   sample_preferences)
 from judges.material import Candidate
 from judges.pairwise import PairwiseJudge
 from judges.rubric import DIMENSIONS, RubricJudge
@@ -100,6 +101,8 @@ def test_graded_verdicts_recover_planted_length_and_position_bias_where_the_argm
 def test_debiased_preference_cancels_a_constant_position_bias():
     verdicts = [Verdict("a", "b", 10, 10, "w", "w", "A", "p", 0.9), Verdict("b", "a", 10, 10, "w", "w", "A", "p", 0.7)]
     assert debiased_preferences(verdicts) == {("a", "b"): pytest.approx((0.9 + 1 - 0.7) / 2)}
+    assert sample_preferences(verdicts) == {"a": pytest.approx(0.6), "b": pytest.approx(0.4)}
+    assert sample_preferences(verdicts[:1]) == {}                      # one order alone is not debiased
 
 
 def test_reading_labels_and_ratings_from_top_alternatives():

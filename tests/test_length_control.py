@@ -42,7 +42,7 @@ def test_pairwise_fit_recovers_length_bias_and_true_group_order():
     pos = fit.detail["position"]["ci"]
     assert pos[0] <= position <= pos[1]
     some = next(iter(per_sample.values()))
-    assert set(some) == {"pairwise_logit", "lc_pairwise_logit", "pairwise_preference"}
+    assert set(some) == {"pairwise_logit", "lc_pairwise_logit"}
 
 
 def test_instruction_terms_absorb_instruction_specific_preferences():

@@ -12,7 +12,6 @@ Every candidate, kept or not, is an `instruction_candidates` row with the reason
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import random
 import re
@@ -20,6 +19,7 @@ from pathlib import Path
 
 from rapidfuzz import fuzz, process
 
+from longform.ids import row_id
 from longform.lengths import WORDS
 from longform.text import quote
 from longform import templates
@@ -67,7 +67,7 @@ class SelfInstruct:
                     break
                 reason = await self._reject_reason(text, seen, attempt + k)
                 accepted = reason is None
-                rows.append({"candidate_id": hashlib.sha256(f"{run_id}|{attempt + k}".encode()).hexdigest()[:24],
+                rows.append({"candidate_id": row_id(run_id, attempt + k),
                              "run_id": run_id, "attempt": attempt + k, "instruction": text, "accepted": accepted,
                              "reason": reason or "kept", "key": key, "created_at": now()})
                 if accepted:

@@ -19,7 +19,6 @@ Every step — generator output, continuation, each round's candidate, accepted 
 
 from __future__ import annotations
 
-import hashlib
 import math
 import random
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ from longform import templates
 from longform.checks import Check
 from longform.config import GenerationConfig, SelfLengthenConfig
 from longform.engine import ChatRequest, Completion, Engine, RequestFailed
-from longform.ids import SampleIds
+from longform.ids import SampleIds, row_id
 from longform.length_reader import spec_for
 from longform.lengths import WORDS, LengthSpec
 from longform.prompts import Prompt
@@ -240,7 +239,7 @@ class SelfLengthen:
 
 
 def _step_id(sample_id: str, round_: int, role: str) -> str:
-    return hashlib.sha256(f"{sample_id}|{round_}|{role}".encode()).hexdigest()[:24]
+    return row_id(sample_id, round_, role)
 
 
 @dataclass
