@@ -6,6 +6,7 @@ import json
 from longform.config import AgentWriteConfig, GenerationConfig
 from longform.endpoint import Endpoint
 from longform.prompts import Prompt
+from longform.lengths import WORDS
 from writers.agentwrite import _ELIDED, AgentWrite, Draft, WriteFailure, _Meter
 
 from conftest import make_engine
@@ -174,3 +175,16 @@ def test_open_loop_keeps_longwriters_behaviour(store):
         [draft], _ = _write(_fault_endpoint(server), store, [Prompt("p", "x", target_words=200)], cfg=cfg)
         assert len(server.received) == 3
     assert [s.budget_words for s in draft.sections] == [100, 100] and draft.length_stop == "plan_done"
+
+
+def test_an_upper_bound_caps_max_tokens_so_the_answer_cannot_cross_it(store):
+    cfg = AgentWriteConfig(max_section_words=1000, max_continuations=0, max_extra_sections=0, tokens_per_word=1.0)
+    with FaultServer() as server:
+        # A model that writes as much as it is allowed: one word per token.
+        server.answer = lambda body: ok(" ".join(["word"] * (body["max_tokens"] - 1)) + " end.")
+        server.push(_plan(90))
+        [draft], _ = _write(_fault_endpoint(server), store, [Prompt("p", "Write no more than 100 words on tea.")],
+                            cfg=cfg)
+        sent = server.received
+    assert sent[1]["max_tokens"] == 100                       # not 90 × 1.0 × 1.5 = 135
+    assert draft.sample_row("r", "m")["length_high"] == 100 and WORDS(draft.text) <= 100

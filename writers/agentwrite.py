@@ -183,6 +183,9 @@ class AgentWrite:
         plan_text = render_plan(steps)
         low, high = spec.band
         control = self._cfg.length_control
+        # An upper bound the answer must not cross (at most, range): no request may ask for more
+        # tokens than the words left under it, so an overshooting section is cut, not kept whole.
+        ceiling = spec.high if control and spec.kind in ("at_most", "range") else None
         sections: list[Section] = []
         total = 0
         for idx, step in enumerate(steps):
@@ -196,7 +199,8 @@ class AgentWrite:
                       "main_point": step.main_point}
             section = await self._section(prompt, sample_index, idx, step.main_point, step.words, budget, values,
                                           sections, meter, words_left=max(owed, budget),
-                                          room=high - total if control else None)
+                                          room=high - total if control else None,
+                                          hard=None if ceiling is None else ceiling - total)
             if not section.text:
                 # Only a "Paragraph N" label came back: no text to keep, so no sample.
                 raise RequestFailed(section.key, "empty_section",
@@ -212,7 +216,8 @@ class AgentWrite:
             values = {"instruction": prompt.instruction, "plan": plan_text}
             section = await self._section(prompt, sample_index, len(sections), "(added by length control)", 0,
                                           budget, values, sections, meter, words_left=spec.aim - total,
-                                          room=high - total, pair=(self._extend_template,) * 2)
+                                          room=high - total, pair=(self._extend_template,) * 2,
+                                          hard=None if ceiling is None else ceiling - total)
             if not section.text:
                 return sections, "extra_section_empty"
             sections.append(section.section)
@@ -225,8 +230,8 @@ class AgentWrite:
 
     async def _section(self, prompt: Prompt, sample_index: int, idx: int, main_point: str, planned: int,
                        budget: int, values: dict, before: list[Section], meter: "_Meter", *, words_left: int,
-                       room: int | None, pair: tuple[templates.PromptTemplate, templates.PromptTemplate] | None = None
-                       ) -> "_Written":
+                       room: int | None, pair: tuple[templates.PromptTemplate, templates.PromptTemplate] | None = None,
+                       hard: int | None = None) -> "_Written":
         """One section: its first request, then continuations while it is far short of its budget
         (and, under length control, while the answer has room left in its band)."""
         first, then = pair or (self._write_template, self._continue_template)
@@ -235,6 +240,8 @@ class AgentWrite:
             written = WORDS(text)
             words = max(budget - written, 1)
             max_tokens = meter.max_tokens(words)
+            if hard is not None:
+                max_tokens = min(max_tokens, meter.tokens_for(hard - written))
             prior = "\n\n".join([s.text for s in before] + ([text] if text else []))
             template = then if text else first
             content = meter.fit(partial(template.render, **values, words=words), prior, max_tokens)
@@ -326,6 +333,11 @@ class _Meter:
     def max_tokens(self, words: int) -> int:
         tpw = self._text_tokens / self._text_words if self._text_words >= 20 else self._default_tpw
         return max(32, min(math.ceil(words * tpw * self._headroom), self._context // 2))
+
+    def tokens_for(self, words: int) -> int:
+        """At most this many tokens for `words` words: the measured ratio, no headroom."""
+        tpw = self._text_tokens / self._text_words if self._text_words >= 20 else self._default_tpw
+        return max(8, math.floor(words * tpw))
 
     def tokens_per_char(self) -> float:
         ratios = [0.5]  # before any measurement: a conservative 2 chars per token
