@@ -175,8 +175,8 @@ class FaultServer:
                 self._send(200, {
                     "id": "cmpl-test", "object": "chat.completion", "created": 0, "model": body.get("model"),
                     "choices": [choice],
-                    "usage": {"prompt_tokens": 10, "completion_tokens": max(1, len(text.split())),
-                              "total_tokens": 10 + max(1, len(text.split()))},
+                    "usage": {"prompt_tokens": 10, "completion_tokens": b.get("tokens_out") or max(1, len(text.split())),
+                              "total_tokens": 10 + (b.get("tokens_out") or max(1, len(text.split())))},
                 })
 
         return Handler

@@ -178,7 +178,7 @@ def test_open_loop_keeps_longwriters_behaviour(store):
 
 
 def test_an_upper_bound_caps_max_tokens_so_the_answer_cannot_cross_it(store):
-    cfg = AgentWriteConfig(max_section_words=1000, max_continuations=0, max_extra_sections=0, tokens_per_word=1.0)
+    cfg = AgentWriteConfig(max_section_words=1000, max_continuations=0, max_extra_sections=0)
     with FaultServer() as server:
         # A model that writes as much as it is allowed: one word per token.
         server.answer = lambda body: ok(" ".join(["word"] * (body["max_tokens"] - 1)) + " end.")
@@ -186,5 +186,5 @@ def test_an_upper_bound_caps_max_tokens_so_the_answer_cannot_cross_it(store):
         [draft], _ = _write(_fault_endpoint(server), store, [Prompt("p", "Write no more than 100 words on tea.")],
                             cfg=cfg)
         sent = server.received
-    assert sent[1]["max_tokens"] == 100                       # not 90 × 1.0 × 1.5 = 135
+    assert sent[1]["max_tokens"] == 100                       # not 90 × 1.5 × 1.5 = 203
     assert draft.sample_row("r", "m")["length_high"] == 100 and WORDS(draft.text) <= 100

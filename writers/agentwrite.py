@@ -184,7 +184,10 @@ class AgentWrite:
         low, high = spec.band
         control = self._cfg.length_control
         # An upper bound the answer must not cross (at most, range): no request may ask for more
-        # tokens than the words left under it, so an overshooting section is cut, not kept whole.
+        # tokens than there are words left under it (a word or CJK character takes at least one
+        # token), so an overshooting section is cut, not kept whole. A measured tokens-per-word
+        # ratio is not enough: a small model switches language mid-answer (benchmarks/length_fidelity.py
+        # saw 2.5 tokens per unit in one section and 1.3 in the next).
         ceiling = spec.high if control and spec.kind in ("at_most", "range") else None
         sections: list[Section] = []
         total = 0
@@ -334,10 +337,10 @@ class _Meter:
         tpw = self._text_tokens / self._text_words if self._text_words >= 20 else self._default_tpw
         return max(32, min(math.ceil(words * tpw * self._headroom), self._context // 2))
 
-    def tokens_for(self, words: int) -> int:
-        """At most this many tokens for `words` words: the measured ratio, no headroom."""
-        tpw = self._text_tokens / self._text_words if self._text_words >= 20 else self._default_tpw
-        return max(8, math.floor(words * tpw))
+    @staticmethod
+    def tokens_for(words: int) -> int:
+        """The most tokens that cannot make more than `words` words: one each (the worst case)."""
+        return max(8, words)
 
     def tokens_per_char(self) -> float:
         ratios = [0.5]  # before any measurement: a conservative 2 chars per token
