@@ -155,7 +155,7 @@ def test_shards_on_prefect_workers_survive_a_killed_worker(tmp_path):
             os.killpg(victim.pid, signal.SIGKILL)
             # The victim's shard run stays "running" on the server: this parent would wait for it. Once the
             # other worker has written the rest, stop the parent and run the same command again.
-            _until(lambda: shards_finished() >= 1, 300, "the surviving worker's shards")
+            _until(lambda: shards_finished() >= 1, 600, "the surviving worker's shards")
             time.sleep(2)
             parent.kill()
             parent.wait()
