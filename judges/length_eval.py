@@ -14,7 +14,7 @@ from typing import Callable
 
 from judges.ruler import ruler_metrics
 from longform.errors import LongformError
-from longform.length_reader import read_length, spec_for
+from longform.length_reader import spec_for
 from longform.lengths import WORDS, LengthSpec
 from longform.prompts import Prompt
 from longform.store import now
@@ -26,18 +26,12 @@ Generate = Callable[[str, int], tuple[str, int, str]]
 def targets(prompts: list[Prompt], source: str) -> list[tuple[Prompt, LengthSpec]]:
     out = []
     for p in prompts:
-        spec = spec_for_eval(p)
-        if spec is None:
+        # A build falls back to the default length; an evaluation needs a length the prompt names.
+        spec = spec_for(p, 1)
+        if spec.source == "default":
             raise LongformError(f"{source}: prompt {p.prompt_id!r} names no length; give it target_words")
         out.append((p, spec))
     return out
-
-
-def spec_for_eval(p: Prompt) -> LengthSpec | None:
-    """Like a build's spec, without a default: a prompt that names no length cannot be evaluated."""
-    if p.target_words or p.min_words or p.max_words:
-        return spec_for(p, 1)
-    return read_length(p.instruction)
 
 
 def evaluate(generate: Generate, prompts: list[tuple[Prompt, LengthSpec]], *, model: str, tokens_per_word: float,

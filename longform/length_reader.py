@@ -109,8 +109,7 @@ def _spec(text: str, m: re.Match[str], unit: str) -> LengthSpec | None:
     kind, start, end = _qualifier(text, m, start, end)
     if b is not None:
         low, high, kind = round(min(a, b)), round(max(a, b)), "range"
-        while (k := _after(text, end, "之间")) is not None:
-            end = k
+        end = _widen_after(text, end, "之间")
     elif kind == "range":
         kind, low, high = "exact", round(a), round(a)
     elif m.groupdict().get("plus"):
@@ -146,14 +145,10 @@ def _qualifier(text: str, m: re.Match[str], start: int, end: int) -> tuple[str, 
     return "exact", start, end
 
 
-def _widen_after(text: str, end: int) -> int:
-    q = re.match(r"^\s*(?:以内|之内|以下|以上|左右|之间)", text[end:])
+def _widen_after(text: str, end: int, words: str = "以内|之内|以下|以上|左右|之间") -> int:
+    """`end` moved past a trailing qualifier word, so the span keeps it."""
+    q = re.match(rf"^\s*(?:{words})", text[end:])
     return end + q.end() if q else end
-
-
-def _after(text: str, end: int, word: str) -> int | None:
-    q = re.match(rf"^\s*{word}", text[end:])
-    return end + q.end() if q else None
 
 
 def _value(token: str) -> float:
