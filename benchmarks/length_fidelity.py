@@ -38,7 +38,8 @@ from longform.length_reader import spec_for  # noqa: E402
 from longform.lengths import WORDS  # noqa: E402
 from longform.prompts import Prompt  # noqa: E402
 from longform.store import Store  # noqa: E402
-from writers.agentwrite import AgentWrite, WriteFailure  # noqa: E402
+from writers.agentwrite import AgentWrite  # noqa: E402
+from writers.outcomes import WriteFailure  # noqa: E402
 
 # (id, instruction): every kind of spec, English and Chinese, 300 to 10,000 words.
 PROMPTS = [

@@ -11,12 +11,12 @@ from prefect.runtime import flow_run
 from flows.stages import (expand_instructions, export_stage, gateau_stage, gather_all, judge_panel, judge_remaining,
                           lengthen_iteration, register_prompts, retrain_roles, score_and_select, self_lengthen_data,
                           write_shard, write_until_accepted)
+from longform.admission import longest_first
 from longform.build_inputs import load_build_inputs
 from longform.errors import LongformError
 from longform.progress import reporter
 from longform.prompts import Prompt
 from longform.session import BuildSession, build_session
-from longform.length_reader import spec_for
 
 
 @flow(name="build")
@@ -42,9 +42,7 @@ async def write_stages(session: BuildSession, prompt_list: list[Prompt], source:
     register_prompts(session, prompt_list, source)
     if settings.instructions.enabled:
         prompt_list = prompt_list + await expand_instructions(session, prompt_list, source)
-    # Longest first: like the engine's slot order, admission puts the critical path first.
-    items = sorted(((p, i) for p in prompt_list for i in range(settings.build.samples_per_prompt)),
-                   key=lambda item: -spec_for(item[0], settings.agentwrite.default_words).aim)
+    items = longest_first(prompt_list, settings.build.samples_per_prompt, settings.agentwrite.default_words)
     writers = settings.writers.enabled
     panel = judge_panel(session, prompt_list,
                         None if until_accepted else settings.build.samples_per_prompt * len(writers))

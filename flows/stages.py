@@ -8,9 +8,6 @@ score, store) and nothing waits for the rest of the shard.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
-from itertools import count, islice
 
 from prefect import task
 from prefect.cache_policies import NONE
@@ -20,19 +17,15 @@ from judges.material import Candidate
 from judges.panel import JudgePanel
 from judges.ruler import meta_length_token
 from judges.scoring import score_run
-from longform.ids import row_id
-from longform.admission import run_until_accepted
+from longform.admission import accepted, candidate_order, run_until_accepted
 from longform.export import export_run, export_target
-from longform.lengths import measure
 from longform.progress import reporter
 from longform.prompts import Prompt
 from longform.session import BuildSession
-from longform.store import now
-from longform.schema import APPEND_TABLES
-from writers.agentwrite import AgentWrite, Draft, WriteFailure
+from longform.training import Adapter, train_adapter
+from writers import writer_for
 from writers.self_instruct import SelfInstruct
-from writers.self_lengthen import Lengthened, SelfLengthen, write_iteration_data
-
+from writers.self_lengthen import ROLES, write_iteration_data
 
 
 @task(name="register-prompts", cache_policy=NONE)
@@ -55,9 +48,8 @@ def judge_panel(session: BuildSession, prompts: list[Prompt], candidates_per_pro
 @task(name="expand-instructions", cache_policy=NONE)
 async def expand_instructions(session: BuildSession, seeds: list[Prompt], source: str) -> list[Prompt]:
     """New instructions from the seeds, registered as prompts; every candidate is stored."""
-    _, known = session.store.query("SELECT instruction FROM prompts")
     expander = SelfInstruct(session.engine, session.settings.instructions, seed=session.settings.build.seed)
-    new, candidates = await expander.expand(seeds, [r[0] for r in known], session.run_id)
+    new, candidates = await expander.expand(seeds, session.store.instructions(), session.run_id)
     session.store.add_many("instruction_candidates", candidates)
     session.store.add_prompts(new, f"self_instruct from {source}")
     reporter().note(f"self-instruct: kept {len(new)} of {len(candidates)} candidate instructions")
@@ -70,14 +62,17 @@ async def write_shard(session: BuildSession, panel: JudgePanel, writer_name: str
     await _write_all(session, panel, _writer(session, writer_name), items)
 
 
+def _writer(session: BuildSession, name: str, **options):
+    return writer_for(name, session.engine, session.settings, checks=SELF_LENGTHEN_FILTERS, **options)
+
+
 @task(name="write-until-accepted", cache_policy=NONE)
 async def write_until_accepted(session: BuildSession, panel: JudgePanel, writer_name: str, prompts: list[Prompt],
                                target: int) -> None:
     """Candidates in a fixed order (every prompt's sample 0, then every prompt's sample 1, …),
     within the candidate budget, until `target` samples pass the selection policy."""
     writer = _writer(session, writer_name)
-    budget = session.settings.build.candidate_budget or 4 * target
-    candidates = list(islice(((p, k) for k in count() for p in prompts), budget))
+    candidates = candidate_order(prompts, target, session.settings.build.candidate_budget)
     already = session.store.existing_sample_ids([writer.sample_id(p, k) for p, k in candidates])
 
     async def one(candidate: tuple[Prompt, int]) -> bool:
@@ -87,15 +82,6 @@ async def write_until_accepted(session: BuildSession, panel: JudgePanel, writer_
                                                  max_active=session.settings.active_samples)
     session.tally.accepted = accepted
     session.tally.candidates = started
-
-
-def _writer(session: BuildSession, writer_name: str):
-    cfg = session.settings
-    if writer_name == "self_lengthen":
-        return SelfLengthen(session.engine, cfg.self_lengthen, cfg.generation, seed=cfg.build.seed,
-                            checks=SELF_LENGTHEN_FILTERS,
-                            default_words=cfg.agentwrite.default_words)
-    return AgentWrite(session.engine, cfg.agentwrite, cfg.generation, seed=cfg.build.seed)
 
 
 async def _write_all(session: BuildSession, panel: JudgePanel, writer, items: list[tuple[Prompt, int]]) -> None:
@@ -112,13 +98,13 @@ async def write_one(session: BuildSession, panel: JudgePanel, writer, prompt: Pr
                     already: set[str]) -> bool:
     """Write, score, store and judge one sample; whether it passes the length floor."""
     result = await writer.write(prompt, sample_index)
-    accepted = save(session, result, new=result.sample_id not in already, model=writer.model)
+    measured = session.record(result, new=result.sample_id not in already, model=writer.model)
     candidate = None
-    if not isinstance(result, WriteFailure):
+    if measured is not None:
         candidate = Candidate(result.sample_id, prompt.prompt_id, prompt.instruction, result.text, result.tokens_out)
     await panel.sample_done(prompt.prompt_id, (sample_index, writer.name), candidate)
-    reporter().sample_done(not isinstance(result, WriteFailure))
-    return accepted
+    reporter().sample_done(measured is not None)
+    return measured is not None and accepted(measured, session.settings.selection.min_length_score)
 
 
 async def gather_all(coroutines) -> None:
@@ -128,30 +114,6 @@ async def gather_all(coroutines) -> None:
     for result in results:
         if isinstance(result, BaseException):
             raise result
-
-
-def save(session: BuildSession, result: Draft | Lengthened | WriteFailure, *, new: bool, model: str) -> bool:
-    store, tally = session.store, session.tally
-    for table, rows in result.extra_rows().items():
-        # Before the sample row: one flush commits both, but a reader of the batch sees parents after children.
-        store.add_many(table, ({"run_id": session.run_id, **row} if "run_id" in APPEND_TABLES[table] else row
-                               for row in rows))
-    if isinstance(result, WriteFailure):
-        store.add("failures", {
-            "failure_id": row_id(session.run_id, result.stage, result.sample_id), "run_id": session.run_id, "stage": result.stage,
-            "prompt_id": result.prompt.prompt_id, "sample_id": result.sample_id, "key": result.key,
-            "reason": result.reason, "detail": result.detail, "created_at": now()})
-        tally.failures[f"{result.stage}:{result.reason}"] += 1
-        return False
-    scored = measure(result.text, result.spec)
-    store.add("samples", {**result.sample_row(session.run_id, model), **scored})
-    tally.samples += 1
-    tally.new_samples += int(new)
-    tally.length_scores.append(scored["length_score"])
-    tally.sample_ids.append(result.sample_id)
-    # `--until-accepted` counts samples over the length floor that obey their bound; judges and
-    # filters come after.
-    return scored["length_score"] >= session.settings.selection.min_length_score and scored["bound_ok"] is not False
 
 
 @task(name="judge-remaining", cache_policy=NONE)
@@ -177,45 +139,23 @@ def self_lengthen_data(session: BuildSession, iteration: int) -> dict:
 
 
 @task(name="self-lengthen-retrain", cache_policy=NONE)
-def retrain_roles(session: BuildSession, iteration: int) -> dict[str, tuple[str, str]]:
-    """A LoRA adapter per role from iteration `iteration`'s data: role → (served name, adapter dir).
-
-    An adapter is named by a hash of what it was trained from (data, base, [train] settings), so a
-    rerun reuses it and the request cache stays correct: new data means a new name.
-    """
-    from longform.training import train
-
+def retrain_roles(session: BuildSession, iteration: int) -> dict[str, Adapter]:
+    """A LoRA adapter per role, trained on iteration `iteration`'s data (training.train_adapter)."""
     cfg = session.settings
     folder = cfg.build.out_dir / cfg.build.name / "self_lengthen" / f"iter_{iteration}"
-    train_cfg = cfg.train.model_copy(update={"lora": True})
-    adapters = {}
-    for role in ("generator", "extender"):
-        dataset = folder / role
-        material = [hashlib.sha256((dataset / "sft" / "train.parquet").read_bytes()).hexdigest(), cfg.self_lengthen.train_model,
-                    cfg.self_lengthen.train_max_steps, train_cfg.model_dump(mode="json")]
-        digest = hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:12]
-        out = folder / f"{role}-lora-{digest}"
-        if not (out / "adapter_config.json").exists():
-            train("sft", dataset_dir=dataset, model=cfg.self_lengthen.train_model, cfg=train_cfg, output_dir=out,
-                  max_steps=cfg.self_lengthen.train_max_steps, record=session.store.put_train_run)
-        adapters[role] = (f"{role}-iter{iteration}-{digest}", str(out))
-    return adapters
+    return {role: train_adapter(folder / role, name=f"{role}-iter{iteration}", base=cfg.lengthen_base, cfg=cfg.train,
+                                max_steps=cfg.self_lengthen.train_max_steps, record=session.store.put_train_run)
+            for role in ROLES}
 
 
 @task(name="self-lengthen-iteration", cache_policy=NONE)
 async def lengthen_iteration(session: BuildSession, panel: JudgePanel, items: list[tuple[Prompt, int]],
-                             adapters: dict[str, tuple[str, str]], iteration: int) -> None:
-    """Self-Lengthen again on the same prompts, each role served from its retrained adapter."""
-    from longform.hf_server import HFServer
-
-    cfg = session.settings
-    roles = {role: name for role, (name, _) in adapters.items()}
-    with HFServer({name: path for name, path in adapters.values()}, context_window=cfg.primary.context_window) as server:
-        async with session.engine_for(server.endpoint(roles["generator"])) as engine:
-            writer = SelfLengthen(engine, cfg.self_lengthen, cfg.generation, seed=cfg.build.seed,
-                                  checks=SELF_LENGTHEN_FILTERS,
-                                  default_words=cfg.agentwrite.default_words, roles=roles, iteration=iteration)
-            await _write_all(session, panel, writer, items)
+                             adapters: dict[str, Adapter], iteration: int) -> None:
+    """Self-Lengthen again on the same prompts, each role written by its retrained adapter."""
+    async with session.adapter_engine(list(adapters.values())) as engine:
+        writer = writer_for("self_lengthen", engine, session.settings, checks=SELF_LENGTHEN_FILTERS,
+                            roles={role: a.name for role, a in adapters.items()}, iteration=iteration)
+        await _write_all(session, panel, writer, items)
 
 
 @task(name="gateau-select", cache_policy=NONE)

@@ -13,19 +13,18 @@ loaded only when something is left to measure.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import time
 from dataclasses import dataclass
 from typing import Callable
 
-from longform.ids import row_id
+from longform.ids import content_hash, row_id
 from longform.text import paragraphs
 from judges.gateau import GateauScorer, Measured, NotScorable, Sample, combine, effective_window  # torch: import lazily
 from longform import hf_model
 from longform.config import GateauConfig
-from longform.store import Store, now
+from longform.clock import now
+from longform.store import Store
 
 METRICS = ["gateau_hmg", "gateau_hmg_raw", "gateau_cam", "gateau_score", "gateau_rank"]
 
@@ -41,17 +40,13 @@ def measure_key(sample: Sample, cfg: GateauConfig) -> str:
     """What determines a sample's measures; `alpha`, `top_k`, `ratio` and `batch_size` do not."""
     material = [sample.instruction, list(sample.paragraphs), cfg.model, cfg.short_model,
                 effective_window(cfg.window, cfg.max_tokens), cfg.max_tokens, cfg.max_segments, cfg.cam_probe]
-    return hashlib.sha256(json.dumps(material, ensure_ascii=False).encode()).hexdigest()
+    return content_hash(material)
 
 
 def candidates(store: Store, run_id: str) -> list[tuple[Sample, str]]:
     """The run's SFT picks, each with its prompt id."""
-    _, rows = store.query(
-        "SELECT s.sample_id, p.instruction, s.text, s.prompt_id FROM selections sel JOIN samples s USING (sample_id)"
-        " JOIN prompts p ON p.prompt_id = s.prompt_id"
-        " WHERE sel.run_id = ? AND sel.purpose = 'sft' AND sel.selected ORDER BY s.sample_id", [run_id])
     return [(Sample(sample_id, instruction, tuple(paragraphs(text))), prompt_id)
-            for sample_id, instruction, text, prompt_id in rows]
+            for sample_id, instruction, text, prompt_id in store.sft_picks(run_id)]
 
 
 def cached_measures(store: Store, picks: list[tuple[Sample, str]], cfg: GateauConfig) -> dict[str, dict]:

@@ -124,9 +124,7 @@ def fit_pairwise(verdicts: list[Verdict], *, instruction_min: int | None = None
             columns[f"delta[{x}|{g}]"] = np.array(
                 [((v.prompt_id == x) - (covered and v.prompt_id == instructions[-1]))
                  * ((v.first_group == g) - (v.second_group == g)) for v in verdicts], float)
-    names = list(columns)
-    x = np.column_stack([columns[c] for c in names])
-    fitted = _glm(y, x, names)
+    fitted = _glm(y, columns)
     if isinstance(fitted, str):
         return LengthFit("pairwise", "not_identified", n, fitted, scale=sigma), {}
     params, ci = fitted
@@ -264,9 +262,7 @@ def fit_rubric(rated: list[Rated]) -> tuple[LengthFit, dict[str, float]]:
             columns[f"prompt[{p}]"] = np.array([r.prompt_id == p for r in rated], float)
     else:
         columns["intercept"] = np.ones(n)
-    names = list(columns)
-    x = np.column_stack([columns[c] for c in names])
-    fitted = _ols(y, x, names)
+    fitted = _ols(y, columns)
     if isinstance(fitted, str):
         return LengthFit("rubric", "not_identified", n, fitted, scale=sd), {}
     params, ci = fitted
@@ -279,7 +275,8 @@ def fit_rubric(rated: list[Rated]) -> tuple[LengthFit, dict[str, float]]:
 
 # --- fitting -------------------------------------------------------------------------------------
 
-def _glm(y: np.ndarray, x: np.ndarray, names: list[str]):
+def _glm(y: np.ndarray, columns: dict[str, np.ndarray]):
+    names, x = _design(columns)
     if np.linalg.matrix_rank(x) < x.shape[1]:
         return "the design is rank-deficient (a group or the length term is confounded with another term)"
     with warnings.catch_warnings():
@@ -291,12 +288,18 @@ def _glm(y: np.ndarray, x: np.ndarray, names: list[str]):
     return _estimates(result, names)
 
 
-def _ols(y: np.ndarray, x: np.ndarray, names: list[str]):
+def _ols(y: np.ndarray, columns: dict[str, np.ndarray]):
+    names, x = _design(columns)
     if np.linalg.matrix_rank(x) < x.shape[1]:
         return "the design is rank-deficient (length is confounded with the prompt effects)"
     if len(y) - x.shape[1] < 2:
         return f"{len(y)} samples for {x.shape[1]} parameters; too few to estimate the length term"
     return _estimates(sm.OLS(y, x).fit(), names)
+
+
+def _design(columns: dict[str, np.ndarray]) -> tuple[list[str], np.ndarray]:
+    names = list(columns)
+    return names, np.column_stack([columns[c] for c in names])
 
 
 def _estimates(result, names: list[str]):

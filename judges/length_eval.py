@@ -17,7 +17,7 @@ from longform.errors import LongformError
 from longform.length_reader import spec_for
 from longform.lengths import WORDS, LengthSpec
 from longform.prompts import Prompt
-from longform.store import now
+from longform.clock import now
 
 # generate(instruction, max_new_tokens) -> (text, tokens generated, finish reason)
 Generate = Callable[[str, int], tuple[str, int, str]]

@@ -11,6 +11,10 @@ from longform.config import JudgesConfig
 from longform.engine import ChatRequest, Completion, Engine, RequestFailed
 from longform.templates import PromptTemplate
 
+# Tokens of a judge prompt around the quoted text (instruction, rubric, markers): what a text is
+# clipped to leave room for, in every judge.
+PROMPT_OVERHEAD = 700
+
 
 @dataclass(frozen=True)
 class Candidate:

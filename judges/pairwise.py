@@ -13,18 +13,17 @@ position-debiased preference is (P(first | A,B) + 1 − P(first | B,A)) / 2.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import re
 from pathlib import Path
 
-from judges.material import Candidate, ask_judge, clip, failed
-from longform.text import quote
+from judges.material import PROMPT_OVERHEAD, Candidate, ask_judge, clip, failed
+from longform.text import json_object, quote
 from judges.verdicts import first_token_preference
 from longform import templates
 from longform.config import JudgesConfig
 from longform.engine import Engine, RequestFailed
-from longform.store import now
+from longform.clock import now
+from longform.ids import content_hash
 
 SCHEMA = {
     "type": "object",
@@ -32,19 +31,12 @@ SCHEMA = {
     "required": ["winner"],
 }
 _TEMPLATES = Path(__file__).parent / "templates"
-_PROMPT_OVERHEAD = 700
-
 
 def parse(text: str) -> tuple[str | None, str]:
     """(winner, status): winner is `A`, `B` or `tie`; status `json`, `lenient` or `unparsable`."""
-    match = re.search(r"\{.*\}", text, re.DOTALL)
-    if match:
-        try:
-            value = json.loads(match.group(0))
-        except ValueError:
-            value = None
-        if isinstance(value, dict) and _winner(str(value.get("winner", ""))):
-            return _winner(str(value["winner"])), "json"
+    value = json_object(text)
+    if value is not None and _winner(str(value.get("winner", ""))):
+        return _winner(str(value["winner"])), "json"
     found = re.search(r"(?i:winner|better)\b[^.\n]{0,30}?\b(A|B|[Tt]ie)\b", text)
     if found:
         return _winner(found.group(1)), "lenient"
@@ -64,12 +56,12 @@ class PairwiseJudge:
         self._cfg = cfg
         self._letter = cfg.verdicts == "logprobs"
         self._template = templates.load(_TEMPLATES, "pairwise_letter" if self._letter else "pairwise")
-        self._text_tokens = max(256, (context_window - cfg.max_tokens - _PROMPT_OVERHEAD) // 2)
+        self._text_tokens = max(256, (context_window - cfg.max_tokens - PROMPT_OVERHEAD) // 2)
 
     def judgment_id(self, first: Candidate, second: Candidate) -> str:
         material = [self.kind, self._engine.model, self._template.identity, self._cfg.max_tokens,
                     self._text_tokens, first.sample_id, second.sample_id]
-        return "j-" + hashlib.sha256(json.dumps(material).encode("utf-8")).hexdigest()[:20]
+        return "j-" + content_hash(material, 20)
 
     async def judge(self, a: Candidate, b: Candidate, run_id: str) -> list[dict]:
         """Both orders; one row each, `sample_id` being the candidate shown first."""

@@ -112,7 +112,13 @@ def _pct(value: float | None) -> str:
     return "–" if value is None else f"{value:.0%}"
 
 
-def _save(fig, path: Path) -> Path:
+def _save(fig, ax, path: Path, *, x: str, title: str, y: str | None = None, legend: bool = False) -> Path:
+    ax.set_xlabel(x)
+    if y:
+        ax.set_ylabel(y)
+    ax.set_title(title)
+    if legend:
+        ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -127,11 +133,8 @@ def _lengths_plot(samples, out_dir: Path) -> Path | None:
     for s in samples:
         by_writer[s["writer"]].append(s["words"])
     ax.hist(list(by_writer.values()), bins=20, label=list(by_writer), stacked=True)
-    ax.set_xlabel("words (lbw_words)")
-    ax.set_ylabel("samples")
-    ax.set_title("Length per writer")
-    ax.legend()
-    return _save(fig, out_dir / "lengths.png")
+    return _save(fig, ax, out_dir / "lengths.png", x="words (lbw_words)", y="samples", title="Length per writer",
+                 legend=True)
 
 
 def _length_score_plot(samples, out_dir: Path) -> Path | None:
@@ -139,10 +142,8 @@ def _length_score_plot(samples, out_dir: Path) -> Path | None:
         return None
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.hist([s["length_score"] for s in samples], bins=np.linspace(0, 100, 21))
-    ax.set_xlabel("length score S_l")
-    ax.set_ylabel("samples")
-    ax.set_title("LongBench-Write length score")
-    return _save(fig, out_dir / "length_score.png")
+    return _save(fig, ax, out_dir / "length_score.png", x="length score S_l", y="samples",
+                 title="LongBench-Write length score")
 
 
 def _judge_plot(samples, fits, out_dir: Path) -> Path | None:
@@ -166,11 +167,8 @@ def _judge_plot(samples, fits, out_dir: Path) -> Path | None:
         curve = quality.mean() + fit["phi"] * (f(grid) - f(words).mean())
         ax.plot(grid, curve, color="C3", label=f"fitted length term, φ_s = {fit['phi']:.1f}")
     ax.set_xscale("log")
-    ax.set_xlabel("words (log scale)")
-    ax.set_ylabel("S_q")
-    ax.set_title("Judge score against length")
-    ax.legend()
-    return _save(fig, out_dir / "judge_vs_length.png")
+    return _save(fig, ax, out_dir / "judge_vs_length.png", x="words (log scale)", y="S_q",
+                 title="Judge score against length", legend=True)
 
 
 def _filters_plot(checks, out_dir: Path) -> Path | None:
@@ -180,6 +178,4 @@ def _filters_plot(checks, out_dir: Path) -> Path | None:
     names = sorted({c["filter"] for c in checks})
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.barh(names, [failed[n] for n in names])
-    ax.set_xlabel("rejected")
-    ax.set_title("Filter rejections")
-    return _save(fig, out_dir / "filters.png")
+    return _save(fig, ax, out_dir / "filters.png", x="rejected", title="Filter rejections")

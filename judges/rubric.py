@@ -10,18 +10,17 @@ verdict is a row with no score, never a guessed one.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from pathlib import Path
 
-from judges.material import Candidate, ask_judge, clip, failed
-from longform.text import quote
+from judges.material import PROMPT_OVERHEAD, Candidate, ask_judge, clip, failed
+from longform.text import json_object, quote
 from judges.verdicts import expected_rating, token_at
 from longform import templates
 from longform.config import JudgesConfig
 from longform.engine import Engine, RequestFailed
-from longform.store import now
+from longform.clock import now
+from longform.ids import content_hash
 
 DIMENSIONS = ("relevance", "accuracy", "coherence", "clarity", "breadth_and_depth", "reading_experience")
 SCHEMA = {
@@ -31,9 +30,6 @@ SCHEMA = {
     "required": list(DIMENSIONS),
 }
 _TEMPLATES = Path(__file__).parent / "templates"
-# Tokens of the judge prompt around the quoted text (instruction, rubric, markers).
-_PROMPT_OVERHEAD = 700
-
 
 def parse(text: str) -> tuple[dict[str, int] | None, str]:
     """(ratings, status): status is `json`, `lenient` or `unparsable`."""
@@ -66,14 +62,8 @@ def expected_ratings(text: str, logprobs) -> tuple[dict[str, float] | None, str]
 
 
 def _from_json(text: str) -> dict[str, int] | None:
-    match = re.search(r"\{.*\}", text, re.DOTALL)
-    if not match:
-        return None
-    try:
-        value = json.loads(match.group(0))
-    except ValueError:
-        return None
-    if not isinstance(value, dict):
+    value = json_object(text)
+    if value is None:
         return None
     out = {}
     for key, rating in value.items():
@@ -105,12 +95,12 @@ class RubricJudge:
         self._engine = engine
         self._cfg = cfg
         self._template = templates.load(_TEMPLATES, "rubric")
-        self._text_tokens = max(256, context_window - cfg.max_tokens - _PROMPT_OVERHEAD)
+        self._text_tokens = max(256, context_window - cfg.max_tokens - PROMPT_OVERHEAD)
 
     def judgment_id(self, candidate: Candidate) -> str:
         material = [self.kind, self._engine.model, self._template.identity, self._cfg.max_tokens,
                     self._text_tokens, candidate.sample_id]
-        return "j-" + hashlib.sha256(json.dumps(material).encode("utf-8")).hexdigest()[:20]
+        return "j-" + content_hash(material, 20)
 
     async def judge(self, candidate: Candidate, run_id: str) -> dict:
         content = self._template.render(

@@ -15,7 +15,8 @@ from judges.length_control import LengthFit, Rated, Verdict, fit_pairwise, fit_r
 from judges.selection import Scored, select
 from longform.config import Settings
 from longform.lengths import asked
-from longform.store import Store, now
+from longform.clock import now
+from longform.store import Store
 
 
 @dataclass
@@ -32,14 +33,14 @@ class ScoringSummary:
 
 def score_run(store: Store, settings: Settings, *, run_id: str, sample_ids: list[str],
               judgment_ids: list[str], judge_model: str) -> ScoringSummary:
-    samples = _samples(store, sample_ids)
+    samples = store.scored_samples(sample_ids)
     prompt_checks = _near_duplicate_prompts(store, {s["prompt_id"] for s in samples},
                                             settings.filters.near_duplicate_prompts)
     scored = {s["sample_id"]: Scored(s["sample_id"], s["prompt_id"], s["length_score"],
                                      _sample_checks(s, settings) + [prompt_checks[s["prompt_id"]]])
               for s in samples}
 
-    judgments = _judgments(store, judgment_ids)
+    judgments = store.judgments(judgment_ids)
     by_id = {s["sample_id"]: s for s in samples}
     fits = []
     # The graded score where the judge's logprobs gave one, else the argmax (judges/rubric.py).
@@ -107,7 +108,7 @@ def _sample_checks(sample: dict, settings: Settings) -> list[filters.Check]:
 
 def _near_duplicate_prompts(store: Store, prompt_ids: set[str], threshold: float) -> dict[str, filters.Check]:
     """This run's prompts against every prompt in the database, earliest registered first."""
-    _, rows = store.query("SELECT prompt_id, instruction FROM prompts ORDER BY created_at, prompt_id")
+    rows = store.prompts_oldest_first()
     found = filters.near_duplicates([r[1] for r in rows], threshold)
     checks = {}
     for i, (prompt_id, _) in enumerate(rows):
@@ -122,31 +123,8 @@ def _near_duplicate_prompts(store: Store, prompt_ids: set[str], threshold: float
     return checks
 
 
-_SAMPLE_COLUMNS = ("sample_id", "prompt_id", "text", "words", "required_words", "length_score", "writer", "model",
-                   "length_kind", "length_low", "length_high", "length_unit", "bound_ok")
-
-
-
-
-
-def _samples(store: Store, sample_ids: list[str]) -> list[dict]:
-    _, rows = store.query(f"SELECT {', '.join(_SAMPLE_COLUMNS)} FROM samples WHERE list_contains(?, sample_id)"
-                          " ORDER BY prompt_id, sample_index, sample_id", [sample_ids])
-    return [dict(zip(_SAMPLE_COLUMNS, r)) for r in rows]
-
-
-_JUDGMENT_COLUMNS = ("kind", "prompt_id", "sample_id", "other_sample_id", "quality", "winner", "p_first",
-                     "expected_quality")
-
-
 def _graded(expected: float | None, argmax: float) -> float:
     return argmax if expected is None else expected
-
-
-def _judgments(store: Store, judgment_ids: list[str]) -> list[dict]:
-    _, rows = store.query(f"SELECT {', '.join(_JUDGMENT_COLUMNS)} FROM judgments"
-                          " WHERE list_contains(?, judgment_id) ORDER BY judgment_id", [judgment_ids])
-    return [dict(zip(_JUDGMENT_COLUMNS, r)) for r in rows]
 
 
 def _fit_row(fit: LengthFit, run_id: str, judge_model: str) -> dict:

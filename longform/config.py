@@ -146,11 +146,13 @@ class SelfLengthenConfig(_Section):
     noise_keep: float = Field(0.8, gt=0, le=1)
     # Macro iterations. Each writes training data for both roles (datasets_out/<build>/self_lengthen/
     # iter_<k>/<role>/); after iteration k a LoRA adapter per role is trained on it ([train] settings,
-    # TRL) and iteration k+1 writes with them, served by transformers on 127.0.0.1 (hf_server.py).
+    # TRL) and iteration k+1 writes with them: on the embedded endpoint served by transformers on
+    # 127.0.0.1 (hf_server.py), on a remote one loaded into the running vLLM server (its runtime LoRA API).
     iterations: int = Field(1, ge=1, le=10)
-    # The base the roles are retrained from (an HF id in the local cache, a path, or "embedded"): the
-    # endpoint's model in transformers form.
-    train_model: str = "embedded"
+    # The base the roles are retrained from (an HF id in the local cache, a path, or "embedded"):
+    # the endpoint's model in transformers form. Default: "embedded" on the embedded endpoint, the
+    # endpoint's `model` on a remote one (Settings.lengthen_base).
+    train_model: str | None = None
     train_max_steps: int | None = Field(None, ge=1)
 
 
@@ -308,6 +310,19 @@ class Settings(_Section):
     def primary(self) -> EndpointConfig:
         """The writers' first endpoint: what the pool serves (model, window) and its retry settings."""
         return self.writer_endpoints[0]
+
+    @property
+    def lengthen_base(self) -> str:
+        """What Self-Lengthen's roles are retrained from ([self_lengthen] train_model, by default the endpoint's model)."""
+        if self.self_lengthen.train_model:
+            return self.self_lengthen.train_model
+        primary = self.primary
+        if primary.kind == "embedded":
+            return "embedded"
+        if not primary.model:
+            raise LongformError("[self_lengthen] iterations > 1 retrains the roles from the endpoint's model, but"
+                                " [endpoint] model is not set; set it or [self_lengthen] train_model")
+        return primary.model
 
     @property
     def active_samples(self) -> int:

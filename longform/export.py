@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 from longform.errors import LongformError
 from longform.paths import ensure_writable_dir
 from longform.store import Store
+from longform.store.corpus_reads import provenance_queries
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 MANIFEST = "longform-export.json"
@@ -73,9 +74,9 @@ def export_run(store: Store, *, run_id: str, target: Path, config: dict, test_ra
                 _atomic(target / kind / f"{split}.parquet", lambda p, part=part: pq.write_table(pa.Table.from_pylist(part), p))
     for stale in ("sft.parquet", "sft.jsonl"):  # the layout before DPO existed
         (target / stale).unlink(missing_ok=True)
-    models = _models(store, run_id)
+    models = store.models_of(run_id)
     card = dataset_card(target.name, sft, dpo, counts, run_id=run_id, config=config, models=models,
-                        added_tokens=added_tokens, sft_from=sft_purpose(store, run_id))
+                        added_tokens=added_tokens, sft_from=store.sft_purpose(run_id))
     _atomic(target / "README.md", lambda p: p.write_text(card, encoding="utf-8"))
     manifest = {"run_id": run_id, "name": target.name, "counts": counts, "meta_length_tokens": sorted(added_tokens),
                 "exported_at": datetime.now(timezone.utc).isoformat()}
@@ -98,49 +99,20 @@ def _split(prompt_id: str, test_ratio: float) -> str:
 
 
 def _sft_rows(store: Store, run_id: str) -> list[dict]:
-    columns, rows = store.query(
-        "SELECT s.sample_id, s.prompt_id, p.instruction, s.text, s.words, s.length_counter, s.required_words,"
-        " s.length_score, s.writer, s.model"
-        " FROM selections sel JOIN samples s USING (sample_id) JOIN prompts p ON p.prompt_id = s.prompt_id"
-        " WHERE sel.run_id = ? AND sel.purpose = ? AND sel.selected ORDER BY s.prompt_id, s.sample_index",
-        [run_id, sft_purpose(store, run_id)])
     out = []
-    for values in rows:
-        r = dict(zip(columns, values))
+    for r in store.selected_sft(run_id):
         out.append({"messages": [{"role": "user", "content": r.pop("instruction")},
                                  {"role": "assistant", "content": r.pop("text")}], **r})
     return out
 
 
-def sft_purpose(store: Store, run_id: str) -> str:
-    """GATEAU's selection where the run has one (it ranks what the SFT policy kept), else the SFT policy's."""
-    _, [(gateau,)] = store.query("SELECT count(*) FROM selections WHERE run_id = ? AND purpose = 'gateau'", [run_id])
-    return "gateau" if gateau else "sft"
-
-
 def _dpo_rows(store: Store, run_id: str) -> list[dict]:
-    columns, rows = store.query(
-        "SELECT sel.prompt_id, p.instruction, c.text AS chosen_text, r.text AS rejected_text,"
-        " sel.sample_id AS chosen_sample_id, sel.rejected_sample_id, c.words AS chosen_words,"
-        " r.words AS rejected_words, sel.scores"
-        " FROM selections sel JOIN prompts p USING (prompt_id)"
-        " JOIN samples c ON c.sample_id = sel.sample_id JOIN samples r ON r.sample_id = sel.rejected_sample_id"
-        " WHERE sel.run_id = ? AND sel.purpose = 'dpo' AND sel.selected ORDER BY sel.prompt_id", [run_id])
     out = []
-    for values in rows:
-        r = dict(zip(columns, values))
+    for r in store.selected_dpo(run_id):
         out.append({"prompt": [{"role": "user", "content": r.pop("instruction")}],
                     "chosen": [{"role": "assistant", "content": r.pop("chosen_text")}],
-                    "rejected": [{"role": "assistant", "content": r.pop("rejected_text")}],
-                    **r, "scores": r["scores"] if isinstance(r["scores"], str) else json.dumps(r["scores"])})
+                    "rejected": [{"role": "assistant", "content": r.pop("rejected_text")}], **r})
     return out
-
-
-def _models(store: Store, run_id: str) -> dict[str, list[str]]:
-    _, gen = store.query("SELECT DISTINCT s.model FROM selections sel JOIN samples s USING (sample_id)"
-                         " WHERE sel.run_id = ? ORDER BY 1", [run_id])
-    _, judges = store.query("SELECT DISTINCT judge_model FROM length_fits WHERE run_id = ? ORDER BY 1", [run_id])
-    return {"generation": [r[0] for r in gen], "judge": [r[0] for r in judges]}
 
 
 def _atomic(path: Path, write) -> None:
@@ -225,8 +197,7 @@ def dataset_card(name: str, sft: list[dict], dpo: list[dict], counts: dict, *, r
         "judgments in `judgments`, the decision in `selections`, every request in `requests`:",
         "",
         "```sql",
-        "select * from sections where sample_id = '<sample_id>' order by idx;",
-        f"select * from selections where run_id = '{run_id}' and '<sample_id>' in (sample_id, rejected_sample_id);",
+        *provenance_queries(run_id),
         "```",
         "",
         "## Config",

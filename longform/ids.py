@@ -33,3 +33,11 @@ def row_id(*parts: object) -> str:
     """A deterministic row id: 24 hex digits of the SHA-256 of its parts joined by "|" (failure,
     selection, Self-Lengthen step and self-instruct candidate ids), so a repeated write is the same row."""
     return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:24]
+
+
+def content_hash(material: object, length: int = 64) -> str:
+    """The first `length` hex digits of the SHA-256 of `material` as canonical JSON: an id for what a
+    result was made from (a judgment's inputs, a GATEAU measure's, an adapter's data and settings),
+    so the same inputs find the same row and new inputs never find a stale one."""
+    text = json.dumps(material, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:length]

@@ -25,9 +25,12 @@ from longform.engine.breaker import ErrorRateBreaker
 from longform.engine.health import EndpointHealth
 from longform.engine.retry import RetryPolicy
 from longform.errors import LongformError, first_line
+from longform.lengths import measure
 from longform.progress import reporter
 from longform.stopping import Interrupted
 from longform.store import Store
+from longform.training import Adapter
+from longform.store.schema import APPEND_TABLES
 
 
 @dataclass
@@ -78,6 +81,21 @@ class BuildSession:
         finally:
             await engine.close()
 
+    @asynccontextmanager
+    async def adapter_engine(self, adapters: list[Adapter]) -> AsyncIterator[Engine]:
+        """An engine on which requests may name these LoRA adapters as their model. On a remote pool
+        (vLLM) they are loaded into the running servers and the build's own engine serves them, with
+        its routing and limits; on the embedded endpoint a local transformers server serves them."""
+        if self.settings.primary.kind != "embedded":
+            await self.engine.load_adapters({a.name: a.path for a in adapters})
+            yield self.engine
+            return
+        from longform.hf_server import HFServer
+
+        with HFServer({a.name: a.path for a in adapters}, context_window=self.settings.primary.context_window) as server:
+            async with self.engine_for(server.endpoint(adapters[0].name)) as engine:
+                yield engine
+
     @contextmanager
     def corpus_stage(self, name: str) -> Iterator[None]:
         """A stage after writing (scoring, GATEAU, export). If it fails, the run ends `failed` with
@@ -93,6 +111,26 @@ class BuildSession:
             self.tally.failed_stage = {"stage": name, "reason": reason}
             raise StageFailed(f"{name} failed: {reason} — the {self.tally.samples} written samples are stored;"
                               " run the same command again to redo this stage") from e
+
+    def record(self, result, *, new: bool, model: str) -> dict | None:
+        """Store what a writer returned and count it: its extra rows (sections, Self-Lengthen steps),
+        then the sample with its measured length, or the failure row. The measured length columns
+        (lengths.measure), or None for a failure."""
+        for table, rows in result.extra_rows().items():
+            # Before the sample row: one flush commits both, but a reader of the batch sees parents after children.
+            self.store.add_many(table, ({"run_id": self.run_id, **row} if "run_id" in APPEND_TABLES[table] else row
+                                        for row in rows))
+        if result.failed:
+            self.store.add("failures", result.failure_row(self.run_id))
+            self.tally.failures[f"{result.stage}:{result.reason}"] += 1
+            return None
+        measured = measure(result.text, result.spec)
+        self.store.add("samples", {**result.sample_row(self.run_id, model), **measured})
+        self.tally.samples += 1
+        self.tally.new_samples += int(new)
+        self.tally.length_scores.append(measured["length_score"])
+        self.tally.sample_ids.append(result.sample_id)
+        return measured
 
     def merge_shards(self, files: list[Path]) -> int:
         """Merge each shard's database into this one (idempotent); what the shards wrote becomes this

@@ -21,6 +21,7 @@ from longform.config import TrainConfig
 from longform.errors import LongformError
 from longform.export import MANIFEST
 from longform.hf_model import resolve
+from longform.ids import content_hash
 
 Kind = Literal["sft", "dpo"]
 _DEFAULTS = {"report_to": "none", "logging_steps": 1, "save_strategy": "no", "per_device_train_batch_size": 1}
@@ -121,3 +122,24 @@ def train(kind: Kind, *, dataset_dir: Path, model: str, cfg: TrainConfig, output
     record(done)
     return done
 
+
+
+@dataclasses.dataclass(frozen=True)
+class Adapter:
+    name: str  # the model name requests ask for once it is served
+    path: str
+
+
+def train_adapter(dataset_dir: Path, *, name: str, base: str, cfg: TrainConfig, max_steps: int | None,
+                  record) -> Adapter:
+    """A LoRA adapter trained (TRL SFT) on `dataset_dir` beside it, named by a hash of what it was
+    trained from (data, base, settings): a rerun finds it and trains nothing, and the request cache
+    stays correct, because new data means a new served name."""
+    cfg = cfg.model_copy(update={"lora": True})
+    material = [hashlib.sha256((dataset_dir / "sft" / "train.parquet").read_bytes()).hexdigest(), base, max_steps,
+                cfg.model_dump(mode="json")]
+    digest = content_hash(material, 12)
+    out = dataset_dir.parent / f"{dataset_dir.name}-lora-{digest}"
+    if not (out / "adapter_config.json").exists():
+        train("sft", dataset_dir=dataset_dir, model=base, cfg=cfg, output_dir=out, max_steps=max_steps, record=record)
+    return Adapter(f"{name}-{digest}", str(out.resolve()))

@@ -7,7 +7,8 @@ from longform.config import AgentWriteConfig, GenerationConfig
 from longform.endpoint import Endpoint
 from longform.prompts import Prompt
 from longform.lengths import WORDS
-from writers.agentwrite import _ELIDED, AgentWrite, Draft, WriteFailure, _Meter
+from writers.agentwrite import _ELIDED, AgentWrite, Draft, _Meter
+from writers.outcomes import WriteFailure
 
 from conftest import make_engine
 from fault_server import FaultServer, ok, status

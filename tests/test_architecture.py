@@ -1,9 +1,12 @@
-"""The import-linter contract (pyproject.toml, run by `make test`) covers every core module."""
+"""What docs/ARCHITECTURE.md promises about the tree, checked: the import-linter contract
+(pyproject.toml, run by `make test`) covers every core module, and SQL lives only in the store."""
 
+import re
 import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+PRODUCT = ("flows", "writers", "judges", "longform")
 
 
 def test_every_core_module_is_in_the_core_contract():
@@ -11,7 +14,36 @@ def test_every_core_module_is_in_the_core_contract():
     [core] = [c for c in config["contracts"] if c["type"] == "forbidden"]
     layers = [c for c in config["contracts"] if c["type"] == "layers"][0]["layers"]
     above = {name for layer in layers for name in layer.split(" | ") if name.startswith("longform.")}
-    modules = {".".join(p.relative_to(ROOT).with_suffix("").parts) for p in (ROOT / "longform").glob("*.py")}
-    modules = {m for m in modules if m != "longform.__init__"} | {"longform.engine"}
-    assert modules - above == set(core["source_modules"]), "add new core modules to the contract in pyproject.toml"
+    modules = {f"longform.{p.stem}" for p in (ROOT / "longform").glob("*.py") if p.stem != "__init__"}
+    packages = {f"longform.{p.parent.name}" for p in (ROOT / "longform").glob("*/__init__.py")}
+    assert (modules | packages) - above == set(core["source_modules"]), \
+        "add new core modules to the contract in pyproject.toml"
     assert set(core["forbidden_modules"]) >= above | {"flows", "writers", "judges"}
+
+
+# A string literal that starts an SQL statement, or a call that runs one.
+SQL_TEXT = re.compile(r"""(?:^|[(\[,=]\s*|\bf)["'](?:SELECT|INSERT|UPDATE|DELETE|CREATE|ALTER|ATTACH|WITH)\s""", re.I)
+SQL_CALL = re.compile(r"\.(?:query|execute|executemany|sql)\(|\bread_query\(")
+# The store owns SQL; `longform query` passes the user's own through.
+ALLOWED = {ROOT / "longform" / "store", ROOT / "longform" / "cli" / "reading.py"}
+
+
+def test_sql_lives_only_in_the_store():
+    found = []
+    for top in PRODUCT:
+        for path in (ROOT / top).rglob("*.py"):
+            if any(path == a or a in path.parents for a in ALLOWED):
+                continue
+            for n, line in enumerate(path.read_text().splitlines(), 1):
+                code = line.split("#")[0]
+                if SQL_TEXT.search(code.strip()) or SQL_CALL.search(code):
+                    found.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()}")
+    assert not found, "SQL outside longform/store:\n" + "\n".join(found)
+
+
+def test_the_sql_check_finds_sql():
+    # The check above must be able to fail.
+    assert SQL_TEXT.search('rows = store.query("SELECT 1")'.split("query(")[1])
+    assert SQL_CALL.search('_, rows = store.query("x")')
+    assert SQL_TEXT.search("f\"select * from runs where run_id = '{run}'\"")
+    assert not SQL_TEXT.search('"selected": selected')

@@ -16,7 +16,7 @@ import duckdb
 from flows.build import build
 from longform.engine import ChatRequest
 from longform.engine.cache_key import request_key
-from longform.schema import APPEND_TABLES, MIGRATIONS
+from longform.store.schema import APPEND_TABLES, MIGRATIONS
 from longform.store import Store
 
 from conftest import make_engine

@@ -131,7 +131,9 @@ def test_shards_on_prefect_workers_survive_a_killed_worker(tmp_path):
         deployed = longform("deploy", "--pool", "longform", cwd=tmp_path, env={"PREFECT_API_URL": api})
         out, err = deployed.communicate(timeout=300)
         assert deployed.returncode == 0, err
-        workers = [start(PREFECT, "worker", "start", "--pool", "longform") for _ in range(2)]
+        # One flow run at a time per worker: otherwise one worker may take all three shards, and killing it
+        # leaves no survivor to finish any.
+        workers = [start(PREFECT, "worker", "start", "--pool", "longform", "--limit", "1") for _ in range(2)]
 
         with FaultServer(realistic=True, delay_s=0.4) as a, FaultServer(realistic=True, delay_s=0.4) as b:
             (tmp_path / "whole").mkdir()
@@ -159,7 +161,7 @@ def test_shards_on_prefect_workers_survive_a_killed_worker(tmp_path):
             time.sleep(2)
             parent.kill()
             parent.wait()
-            start(PREFECT, "worker", "start", "--pool", "longform")
+            start(PREFECT, "worker", "start", "--pool", "longform", "--limit", "1")
             again = longform("build", "--config", str(config), "--shards", "3", cwd=tmp_path,
                              env={"PREFECT_API_URL": api})
             out, err = again.communicate(timeout=600)

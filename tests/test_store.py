@@ -4,8 +4,9 @@ import duckdb
 import pytest
 
 from longform.errors import LongformError
-from longform.schema import LATEST
-from longform.store import Store, now
+from longform.store.schema import LATEST
+from longform.clock import now
+from longform.store import Store
 
 
 def _request(key: str, error: str | None = None) -> dict:
@@ -109,7 +110,7 @@ def test_rows_buffered_when_the_writer_dies_are_replayed(tmp_path):
     assert store.journal_path.stat().st_size > 0
     with open(store.journal_path, "ab") as f:
         f.write(b'{"t": "requests", "r": {"key": "half')  # a write cut short by the kill
-    os.close(store._journal)
+    store._journal.close()
 
     reopened = Store.open(path)
     assert reopened.query("select key from requests order by key")[1] == [("k1",), ("k2",)]
@@ -152,7 +153,7 @@ def test_query_refuses_statements_that_write(tmp_path, sql):
 
 
 def test_an_older_database_is_migrated_in_place_keeping_its_rows(tmp_path):
-    from longform.schema import MIGRATIONS
+    from longform.store.schema import MIGRATIONS
 
     path = tmp_path / "v1.duckdb"
     con = duckdb.connect(str(path))

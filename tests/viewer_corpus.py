@@ -8,7 +8,8 @@ from pathlib import Path
 
 from longform.lengths import LengthSpec
 from longform.prompts import Prompt
-from longform.store import Store, now
+from longform.clock import now
+from longform.store import Store
 
 SCRIPT = "<script>window.pwned = 1</script>"
 RUN = "r-view"

@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Callable
+from typing import Callable, ClassVar
 
 from longform.config import AgentWriteConfig, GenerationConfig
 from longform.engine import ChatRequest, Completion, Engine, RequestFailed
@@ -30,8 +30,9 @@ from longform.ids import SampleIds
 from longform.length_reader import spec_for
 from longform.lengths import WORDS, LengthSpec
 from longform.prompts import Prompt
-from longform.store import now
+from longform.clock import now
 from longform import templates
+from writers.outcomes import WriteFailure
 from writers.plan import PLAN_SCHEMA, Step, allocate, parse_plan, render_plan
 
 WRITER = "agentwrite"
@@ -58,6 +59,7 @@ class Section:
 
 @dataclass(frozen=True)
 class Draft:
+    failed: ClassVar[bool] = False
     sample_id: str
     prompt: Prompt
     sample_index: int
@@ -89,21 +91,6 @@ class Draft:
                  "planned_words": s.planned_words, "budget_words": s.budget_words, "text": s.text, "words": s.words,
                  "length_counter": WORDS.name, "continuations": s.continuations,
                  "finish_reason": s.finish_reason, "elided": s.elided} for s in self.sections]
-
-
-@dataclass(frozen=True)
-class WriteFailure:
-    sample_id: str
-    prompt: Prompt
-    stage: str
-    reason: str
-    detail: str
-    key: str | None = None
-    # Rows recorded even though the sample failed (table → rows), e.g. Self-Lengthen's steps.
-    extra: dict = field(default_factory=dict, compare=False)
-
-    def extra_rows(self) -> dict[str, list[dict]]:
-        return self.extra
 
 
 class AgentWrite:

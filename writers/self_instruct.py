@@ -12,7 +12,6 @@ Every candidate, kept or not, is an `instruction_candidates` row with the reason
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import re
 from pathlib import Path
@@ -21,12 +20,12 @@ from rapidfuzz import fuzz, process
 
 from longform.ids import row_id
 from longform.lengths import WORDS
-from longform.text import quote
+from longform.text import json_object, quote
 from longform import templates
 from longform.config import InstructionsConfig
 from longform.engine import ChatRequest, Engine, RequestFailed
 from longform.prompts import Prompt, prompt_id_for
-from longform.store import now
+from longform.clock import now
 
 _TEMPLATES = Path(__file__).parent / "templates"
 CHECK_SCHEMA = {"type": "object", "properties": {"answer": {"type": "string", "enum": ["yes", "no"]}},
@@ -104,8 +103,7 @@ class SelfInstruct:
                 template=self._check.identity))
         except RequestFailed as e:
             return f"check failed: {e.reason}"
-        try:
-            answer = json.loads(re.search(r"\{.*\}", verdict.text, re.DOTALL).group(0))["answer"]
-        except (AttributeError, ValueError, KeyError, TypeError):
+        answer = (json_object(verdict.text) or {}).get("answer")
+        if answer is None:
             answer = "yes" if re.match(r"\s*yes\b", verdict.text, re.IGNORECASE) else "no"
         return None if answer == "yes" else "the check says a good answer needs no more than 2000 words"

@@ -23,7 +23,7 @@ import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, ClassVar, Sequence
 
 from longform import templates
 from longform.checks import Check
@@ -33,11 +33,13 @@ from longform.ids import SampleIds, row_id
 from longform.length_reader import spec_for
 from longform.lengths import WORDS, LengthSpec
 from longform.prompts import Prompt
-from longform.store import now
+from longform.clock import now
 from longform.text import paragraphs, quote
-from writers.agentwrite import WriteFailure
+from writers.outcomes import WriteFailure
 
 WRITER = "self_lengthen"
+# The two roles, each retrained from its own data after every macro iteration.
+ROLES = ("generator", "extender")
 _TEMPLATES = Path(__file__).parent / "templates"
 
 
@@ -65,6 +67,7 @@ class Step:
 
 @dataclass(frozen=True)
 class Lengthened:
+    failed: ClassVar[bool] = False
     sample_id: str
     prompt: Prompt
     sample_index: int
@@ -271,12 +274,7 @@ def write_iteration_data(store, *, sample_ids: list[str], out_dir: Path, iterati
     role's folder is a dataset `longform train sft --dataset` takes."""
     from longform.export import write_parquet
 
-    _, rows = store.query(
-        "SELECT p.instruction, g.text AS first, s.text AS final FROM samples s"
-        " JOIN prompts p USING (prompt_id)"
-        " JOIN lengthen_steps g ON g.sample_id = s.sample_id AND g.role = 'generator' AND g.iteration = ?"
-        " WHERE list_contains(?, s.sample_id) AND s.writer = ? ORDER BY s.sample_id", [iteration, sample_ids, WRITER])
-    data = training_rows([tuple(r) for r in rows], keep=keep, seed=seed)
+    data = training_rows(store.lengthen_pairs(sample_ids, iteration, WRITER), keep=keep, seed=seed)
     folder = out_dir / "self_lengthen" / f"iter_{iteration}"
     write_parquet(folder / "generator" / "sft" / "train.parquet", data.generator)
     write_parquet(folder / "extender" / "sft" / "train.parquet", data.extender)

@@ -34,7 +34,8 @@ from longform.engine.retry import FINAL, RATE_LIMITED, RetryPolicy, classify, re
 from longform.engine.router import Router
 from longform.engine.throttle import AdaptiveLimiter
 from longform.errors import LongformError
-from longform.store import Store, now
+from longform.clock import now
+from longform.store import Store
 
 
 @dataclass(frozen=True)
@@ -214,6 +215,27 @@ class Engine:
             return [m.id async for m in lane.client.models.list()], ""
         except (openai.APIConnectionError, openai.APIStatusError) as e:
             return None, _describe(e)
+
+    async def load_adapters(self, adapters: dict[str, str]) -> None:
+        """Load LoRA adapters (served name → directory) into every endpoint of the pool through
+        vLLM's runtime LoRA API, so requests can ask for them by name. The server must run with
+        `--enable-lora` and VLLM_ALLOW_RUNTIME_LORA_UPDATING=True and see the directories; an
+        adapter it already has counts as loaded (a resumed build loads the same names again)."""
+        for lane in self.lanes:
+            if not lane.available():
+                continue  # a down endpoint gets no samples; routing will not send it these
+            for name, path in adapters.items():
+                try:
+                    await lane.client.post("/load_lora_adapter", body={"lora_name": name, "lora_path": path},
+                                           cast_to=httpx.Response)
+                except openai.APIStatusError as e:
+                    if "already" in e.response.text:
+                        continue
+                    raise LongformError(f"{lane.name}: could not load LoRA adapter {name!r} ({_describe(e)}); start"
+                                        " vLLM with --enable-lora and VLLM_ALLOW_RUNTIME_LORA_UPDATING=True, with"
+                                        f" {path} readable by it") from None
+                except openai.APIConnectionError as e:
+                    raise LongformError(f"{lane.name}: could not load LoRA adapter {name!r} ({_describe(e)})") from None
 
     async def close(self) -> None:
         await asyncio.gather(*(lane.client.close() for lane in self.lanes))

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
-from longform.corpus_reads import PAGE_SIZE, SORTS, CorpusReads, SampleFilter
+from longform.store.corpus_reads import PAGE_SIZE, SORTS, CorpusReads, SampleFilter
 from longform.errors import LongformError
 from longform.viewer import charts
 

@@ -1,4 +1,4 @@
-"""The one module that writes SQL.
+"""The database a build writes: buffered appends, the few direct writes, and its reads.
 
 DuckDB allows one writer process and is slow at row-at-a-time transactions, so rows are buffered
 per table and appended as Arrow batches, all tables in one transaction: a sample and its sections
@@ -19,41 +19,35 @@ Anything that reads, and `flush()`, first waits for that commit.
 from __future__ import annotations
 
 import json
-import os
-import re
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import datetime, timezone
-from pathlib import Path
 from contextlib import contextmanager
-from typing import Any, Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any, Iterable, Iterator
 
 import duckdb
 import pyarrow as pa
 
 from longform import chunked_text
+from longform.clock import now
 from longform.errors import LongformError, first_line
-from longform.live_reads import LiveReadError, QueryServer, ask_writer
 from longform.prompts import Prompt
 from longform.provenance import versions
-from longform.schema import APPEND_TABLES, LATEST, MIGRATIONS
+from longform.store.journal import Journal
+from longform.store.live_reads import QueryServer
+from longform.store.opening import connect, migrate, refuse_newer, schema_version
+from longform.store.pipeline_reads import PipelineReads, id_table
+from longform.store.read_only import check_read_only
+from longform.store.schema import APPEND_TABLES, LATEST
 
 
-class DatabaseBusy(LongformError):
-    """Another process has the database open for writing."""
-
-
-def now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-class Store:
+class Store(PipelineReads):
     def __init__(self, con: duckdb.DuckDBPyConnection, path: Path, *, read_only: bool = False,
                  batch_rows: int = 512, flush_interval_s: float = 1.0):
         self._con = con
         self.path = path
         self.read_only = read_only
-        self._journal: int | None = None
+        self._journal = Journal(path)
         self._live_reads: QueryServer | None = None
         self._batch_rows = batch_rows
         self._flush_interval_s = flush_interval_s
@@ -68,7 +62,6 @@ class Store:
         self._committing: Future | None = None
         self._committing_answers: dict[str, dict[str, Any]] = {}
         self._committing_segment: Path | None = None
-        self._segments = 0
         self._pool: ThreadPoolExecutor | None = None
         self._writer: duckdb.DuckDBPyConnection | None = None
         self._last_flush = time.monotonic()
@@ -81,15 +74,14 @@ class Store:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise LongformError(f"{path.parent}: cannot create database directory ({e.strerror})") from None
-        con = _connect(path, read_only=False)
+        con = connect(path, read_only=False)
         store = cls(con, path, **kwargs)
         try:
-            _migrate(con, path)
+            migrate(con, path)
             store._open_journal()
             store._live_reads = QueryServer(con, path, check_read_only).start()
         except BaseException:
-            if store._journal is not None:
-                os.close(store._journal)
+            store._journal.close()
             con.close()
             raise
         return store
@@ -98,11 +90,12 @@ class Store:
     def open_read_only(cls, path: Path) -> "Store":
         if not path.exists():
             raise LongformError(f"{path}: no database here yet; run `longform build` first")
-        con = _connect(path, read_only=True)
-        version = _schema_version(con)
-        if version > LATEST:
+        con = connect(path, read_only=True)
+        try:
+            refuse_newer(path, schema_version(con))
+        except LongformError:
             con.close()
-            raise LongformError(_newer_schema(path, version))
+            raise
         return cls(con, path, read_only=True)
 
     def close(self) -> None:
@@ -115,9 +108,7 @@ class Store:
             if self._pool is not None:
                 self._pool.shutdown()
                 self._writer.close()
-            if self._journal is not None:
-                os.close(self._journal)
-                self._journal = None
+            self._journal.close()
             self._con.close()
 
     def __enter__(self) -> "Store":
@@ -198,8 +189,7 @@ class Store:
         if table not in APPEND_TABLES:
             raise ValueError(f"not an append table: {table}")
         row = {c: _cell(row.get(c)) for c in APPEND_TABLES[table]}
-        os.write(self._journal, (json.dumps({"t": table, "r": row}, ensure_ascii=False, default=_iso) + "\n")
-                 .encode("utf-8"))
+        self._journal.write(table, row)
         self._pending[table].append(row)
         if table == "requests" and row.get("error") is None:
             self._pending_answers[row["key"]] = row
@@ -278,7 +268,7 @@ class Store:
         answers = self._pending_answers
         self._pending = {t: [] for t in APPEND_TABLES}
         self._pending_answers = {}
-        return batch, answers, self._rotate_journal()
+        return batch, answers, self._journal.rotate()
 
     @staticmethod
     def _commit(con: duckdb.DuckDBPyConnection, batch: dict[str, list[dict]]) -> None:
@@ -296,38 +286,21 @@ class Store:
             self._answered.update(answers)
         segment.unlink(missing_ok=True)
 
-    # --- the journal -----------------------------------------------------------------------------
+    # --- the journal (journal.py) ---------------------------------------------------------------
 
     @property
     def journal_path(self) -> Path:
-        return self.path.with_name(self.path.name + ".journal")
+        return self._journal.path
 
     def _open_journal(self) -> None:
         """Replay what a killed writer left (committed segments are gone), then start an empty journal."""
-        path = self.journal_path
-        left = sorted(path.parent.glob(path.name + ".*"), key=lambda p: int(p.suffix[1:]) if p.suffix[1:].isdigit() else -1)
-        for part in [*left, path]:
-            if not part.exists():
-                continue
-            for line in part.read_bytes().splitlines():
-                try:
-                    entry = json.loads(line)
-                except ValueError:
-                    continue  # the one line a kill can cut short was never acknowledged
-                self._pending[entry["t"]].append(entry["r"])
-        self._journal = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        left = self._journal.left_segments()
+        for table, row in self._journal.replay(left):
+            self._pending[table].append(row)
+        self._journal.open()
         self.flush()
         for part in left:
             part.unlink(missing_ok=True)
-
-    def _rotate_journal(self) -> Path:
-        """The current journal becomes a numbered segment of the batch just taken; a new one starts."""
-        self._segments += 1
-        segment = self.journal_path.with_name(f"{self.journal_path.name}.{os.getpid()}{self._segments:06d}")
-        os.close(self._journal)
-        os.rename(self.journal_path, segment)
-        self._journal = os.open(self.journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        return segment
 
     # --- reads -----------------------------------------------------------------------------------
 
@@ -351,10 +324,7 @@ class Store:
         return dict(zip(("response_text", "finish_reason", "tokens_in", "tokens_out", "logprobs"), row))
 
     def add_prompts(self, prompts: list[Prompt], source: str) -> None:
-        self.flush()
-        known = {r[0]: r[1:] for r in self._con.execute(
-            "SELECT prompt_id, instruction, target_words, min_words, max_words FROM prompts"
-            " WHERE list_contains(?, prompt_id)", [[p.prompt_id for p in prompts]]).fetchall()}
+        known = self.known_prompts([p.prompt_id for p in prompts])
         for p in prompts:
             if p.prompt_id not in known:
                 continue
@@ -370,12 +340,6 @@ class Store:
             {"prompt_id": p.prompt_id, "instruction": p.instruction, "target_words": p.target_words,
              "min_words": p.min_words, "max_words": p.max_words, "meta": p.meta or None, "source": source,
              "created_at": now()} for p in prompts))
-
-    def existing_sample_ids(self, sample_ids: list[str]) -> set[str]:
-        self.flush()
-        rows = self._con.execute("SELECT sample_id FROM samples WHERE list_contains(?, sample_id)",
-                                 [sample_ids]).fetchall()
-        return {r[0] for r in rows}
 
     def merge_shard(self, path: Path, build_name: str) -> tuple[int, dict]:
         """Insert a shard database's rows into this one, idempotently (same keys: a second merge adds
@@ -427,12 +391,9 @@ class Store:
         columns = APPEND_TABLES[table]
         if not self.read_only:
             self.flush()
-        self._con.register("_keys", pa.table({"k": pa.array(keys, pa.string())}))
-        try:
-            found = self._con.execute(f"SELECT {', '.join(columns)} FROM {table} JOIN _keys ON {columns[0]} = _keys.k"
+        with self._id_table("_keys", keys):
+            found = self._con.execute(f"SELECT {', '.join(columns)} FROM {table} JOIN _keys ON {columns[0]} = _keys.id"
                                       ).fetchall()
-        finally:
-            self._con.unregister("_keys")
         return {row[0]: dict(zip(columns, row)) for row in found}
 
     def query(self, sql: str, params: list[Any] | None = None) -> tuple[list[str], list[tuple]]:
@@ -449,56 +410,20 @@ class Store:
         return [d[0] for d in cur.description], cur.fetchall()
 
 
-Query = Callable[[str, "list[Any] | None"], tuple[list[str], list[tuple]]]
+    # --- what PipelineReads reads with ---------------------------------------------------------
 
+    def _rows(self, sql: str, params: list[Any] | None = None) -> list[tuple]:
+        return self.query(sql, params)[1]
 
-@contextmanager
-def reading(path: Path) -> Iterator[Query]:
-    """Read-only queries for a while (one page of the viewer, say) on one connection; while a
-    build holds the database, each is answered by the build itself (live_reads.py)."""
-    try:
-        store = Store.open_read_only(path)
-    except DatabaseBusy as busy:
-        store, refused = None, busy
-    if store is None:
-        def ask(sql: str, params: list[Any] | None = None) -> tuple[list[str], list[tuple]]:
-            try:
-                answer = ask_writer(path, sql, params)
-            except LiveReadError as e:
-                raise LongformError(f"query failed: {e}") from None
-            if answer is None:
-                raise refused  # no build answers: the database is held by something else
-            return answer
-        yield ask
-        return
-    try:
-        yield store.query
-    finally:
-        store.close()
-
-
-def read_query(path: Path, sql: str, params: list[Any] | None = None) -> tuple[list[str], list[tuple]]:
-    """A read-only query, answered by the build that holds the database if there is one."""
-    with reading(path) as query:
-        return query(sql, params)
-
-
-def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> None:
-    # A read-only connection already refuses INSERT or DROP on this database, but COPY ... TO
-    # writes files, ATTACH opens other databases for writing and INSTALL downloads code; and
-    # queries answered by a running build (live_reads.py) run on its writable connection.
-    try:
-        statements = con.extract_statements(sql)
-    except duckdb.Error as e:
-        raise LongformError(f"query failed: {first_line(e)}") from None
-    for statement in statements:
-        kind = statement.type.name
-        if kind not in _READ_ONLY_STATEMENTS:
-            raise LongformError(f"query refused: {kind} statements may write; `longform query` only"
-                                " runs SELECT (and EXPLAIN)")
-
-
-_READ_ONLY_STATEMENTS = {"SELECT", "EXPLAIN"}
+    @contextmanager
+    def _id_table(self, name: str, ids: list[str]) -> Iterator[None]:
+        if not self.read_only:
+            self.flush()
+        self._con.register(name, id_table(ids))
+        try:
+            yield
+        finally:
+            self._con.unregister(name)
 
 
 def _append(con: duckdb.DuckDBPyConnection, table: str, rows: list[dict[str, Any]]) -> None:
@@ -517,62 +442,7 @@ def _sql_text(path: Path) -> str:
     return str(path).replace("'", "''")
 
 
-def _iso(value: Any) -> str:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
 def _cell(value: Any) -> Any:
     if isinstance(value, (dict, list)):
         return json.dumps(value, ensure_ascii=False)
     return value
-
-
-def _connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
-    try:
-        return duckdb.connect(str(path), read_only=read_only)
-    except duckdb.IOException as e:
-        msg = str(e)
-        pid = re.search(r"PID (\d+)", msg)
-        if "lock" in msg.lower():
-            holder = f" (PID {pid.group(1)})" if pid else ""
-            raise DatabaseBusy(
-                f"{path}: database is open for writing by another longform process{holder};"
-                " wait for it to finish or use another --db"
-            ) from None
-        raise LongformError(f"{path}: cannot open database ({first_line(e)})") from None
-    except duckdb.Error as e:
-        raise LongformError(f"{path}: not a usable DuckDB database ({first_line(e)})") from None
-
-
-def _schema_version(con: duckdb.DuckDBPyConnection) -> int:
-    exists = con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_version'"
-    ).fetchone()[0]
-    if not exists:
-        return 0
-    return con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
-
-
-def _migrate(con: duckdb.DuckDBPyConnection, path: Path) -> None:
-    version = _schema_version(con)
-    if version > LATEST:
-        raise LongformError(_newer_schema(path, version))
-    if version == LATEST:
-        return
-    con.begin()
-    try:
-        con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER, applied_at TIMESTAMPTZ)")
-        for number in range(version + 1, LATEST + 1):
-            con.execute(MIGRATIONS[number - 1])
-            con.execute("INSERT INTO schema_version VALUES (?, ?)", [number, now()])
-        con.commit()
-    except BaseException:
-        con.rollback()
-        raise
-
-
-def _newer_schema(path: Path, version: int) -> str:
-    return (f"{path}: database has schema v{version}, newer than this longform's v{LATEST};"
-            " upgrade longform to use it")

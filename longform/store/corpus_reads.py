@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from longform.lengths import asked
-from longform.store import Query, reading
+from longform.store.read_only import Query
+from longform.store.reading import reading
 
 PAGE_SIZE = 50
 SORTS = {"created": "s.created_at", "words": "s.words", "score": "s.length_score", "required": "s.required_words",
@@ -93,6 +94,49 @@ class CorpusReads:
         return found[0] if found else None
 
     # --- runs ---------------------------------------------------------------------------------
+
+    def schema_version(self) -> int:
+        [row] = self._rows("SELECT coalesce(max(version), 0) AS v FROM schema_version")
+        return row["v"]
+
+    def latest_run(self, run_id: str | None = None) -> dict | None:
+        """A run (or, by default, the latest build run, not a shard run a sharded build merged in)."""
+        where, params = ("run_id = ?", [run_id]) if run_id else ("json_extract_string(config, '$.build.shard') IS NULL", [])
+        run = self._one(f"SELECT run_id, name, status, started_at, finished_at, config FROM runs WHERE {where}"
+                        " ORDER BY started_at DESC LIMIT 1", params)
+        if run is not None:
+            run["config"] = _json(run["config"]) or {}
+        return run
+
+    def scored_run(self, run_id: str | None = None) -> dict | None:
+        """A run that has made selections (or the latest such run)."""
+        where, params = (" AND run_id = ?", [run_id]) if run_id else ("", [])
+        run = self._one("SELECT run_id, name, config FROM runs WHERE run_id IN (SELECT run_id FROM selections)"
+                        f"{where} ORDER BY started_at DESC LIMIT 1", params)
+        if run is not None:
+            run["config"] = _json(run["config"]) or {}
+        return run
+
+    def stage_stats(self, run_id: str) -> list[dict]:
+        rows = self._rows("SELECT stage, requests, cache_hits, attempts, tokens_in, tokens_out, truncated, errors,"
+                          " wall_s, updated_at FROM run_stats WHERE run_id = ? ORDER BY stage", [run_id])
+        for r in rows:
+            r["errors"] = _json(r["errors"]) or {}
+        return rows
+
+    def endpoint_stats(self, run_id: str) -> list[dict]:
+        rows = self._rows("SELECT pool, endpoint, state, reason, concurrency, requests, attempts, failed_attempts,"
+                          " tokens_out, errors, wall_s FROM endpoint_stats WHERE run_id = ? ORDER BY pool, endpoint",
+                          [run_id])
+        for r in rows:
+            r["errors"] = _json(r["errors"]) or {}
+        return rows
+
+    def progress(self) -> dict:
+        """The latest run's state and the database's row counts (a shard, read while it writes)."""
+        return self._one("SELECT (SELECT status FROM runs ORDER BY started_at DESC LIMIT 1) AS state,"
+                         " (SELECT count(*) FROM samples) AS samples, (SELECT count(*) FROM failures) AS failures,"
+                         " (SELECT count(*) FROM requests) AS requests", [])
 
     def runs(self) -> list[dict]:
         return self._rows("""
@@ -249,6 +293,12 @@ class CorpusReads:
                                      " GROUP BY ALL ORDER BY n DESC, stage, reason", params),
                 "rows": self._rows(f"SELECT run_id, stage, reason, prompt_id, sample_id, detail FROM failures{where}"
                                    " ORDER BY stage, reason, created_at LIMIT 500", params)}
+
+
+def provenance_queries(run_id: str) -> list[str]:
+    """SQL a dataset card shows, for following an exported row back to its sections and its decision."""
+    return ["select * from sections where sample_id = '<sample_id>' order by idx;",
+            f"select * from selections where run_id = '{run_id}' and '<sample_id>' in (sample_id, rejected_sample_id);"]
 
 
 def _json(value: Any) -> Any:

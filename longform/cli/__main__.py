@@ -1,0 +1,3 @@
+from longform.cli import main
+
+main()

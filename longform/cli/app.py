@@ -1,0 +1,93 @@
+"""The Typer app every command registers on, its consoles, and how a command ends on a user's error.
+
+Input is validated before Prefect or a model starts, so a bad config or prompts file costs one line
+of output and exit code 2. Errors that are bugs keep their traceback (and `--debug` shows them all).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from longform import stopping
+from longform.errors import LongformError
+from longform.stopping import Interrupted
+
+app = typer.Typer(no_args_is_help=True, add_completion=False,
+                  help="Build long-output SFT/DPO data with AgentWrite on local models.")
+console = Console()
+err_console = Console(stderr=True)
+DEFAULT_DB = Path("datasets_out/corpus.duckdb")
+
+
+_debug = False
+
+
+@app.callback()
+def _options(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for input errors too.")) -> None:
+    global _debug
+    _debug = debug
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    try:
+        yield
+    except Interrupted as e:
+        if _debug:
+            raise
+        err_console.print(f"[bold red]interrupted:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(130) from None
+    except LongformError as e:
+        if _debug:
+            raise
+        err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        err_console.print("[bold red]interrupted:[/] stopped at once; the run is recorded as interrupted and"
+                          " the same command resumes it")
+        raise typer.Exit(130) from None
+
+
+@contextmanager
+def graceful_ctrl_c() -> Iterator[None]:
+    """First Ctrl-C: send nothing new, let answers in flight arrive and be stored. Second: stop now."""
+
+    def on_sigint(signum: int, frame: object) -> None:
+        if stopping.stop_reason() is not None:
+            raise KeyboardInterrupt
+        stopping.request_stop(Interrupted(
+            "stopped sending and kept every answer that arrived; the same command resumes the build"))
+        err_console.print("stopping: waiting for requests in flight to finish (Ctrl-C again to stop now)")
+
+    stopping.reset()
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        stopping.reset()
+
+
+def quiet_prefect() -> None:
+    # The CLI draws its own progress; Prefect's INFO lines would tear it. Errors that reach the
+    # user are printed once, by _user_errors, so Prefect's copy with a traceback is dropped too.
+    # Set before Prefect is imported: it reads these when it configures logging.
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    for logger in ("PREFECT_FLOW_RUNS", "PREFECT_TASK_RUNS"):
+        os.environ.setdefault(f"PREFECT_LOGGING_LOGGERS_{logger}_LEVEL", "CRITICAL")
+    # The ephemeral server would try to reach the internet for telemetry.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # Prefect's 20 s default is too short for its local server on a loaded 2-core machine.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+
+
+def opt(path: Optional[Path]) -> Optional[str]:
+    return str(path) if path is not None else None
