@@ -1,12 +1,12 @@
 """An OpenAI-compatible server on 127.0.0.1 over transformers models, such as a LoRA adapter longform
 just trained, so the engine can call them like any other endpoint.
 
-It is what serves Self-Lengthen's retrained roles between iterations when there is no vLLM: one
+It is what serves Self-Lengthen's retrained roles between iterations on the embedded endpoint: one
 process, each served name a model (a base model or an adapter directory, loaded through
 transformers' PEFT integration), one request at a time. It speaks `/v1/models`,
 `/v1/chat/completions` (with the model's chat template) and `/v1/completions`; it does not do
-structured output, so its endpoint's JSON dialect is "none". A user with GPUs serves the same
-adapters with `vllm serve BASE --enable-lora --lora-modules NAME=DIR`.
+structured output, so its endpoint's JSON dialect is "none". On a remote vLLM endpoint the
+adapters are loaded into the running server instead (Engine.load_adapters).
 """
 
 from __future__ import annotations
@@ -17,6 +17,10 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from longform.endpoint import Endpoint
+
+
+class NotServed(LookupError):
+    """A request for a model this server does not serve."""
 
 
 class HFServer:
@@ -61,7 +65,7 @@ class HFServer:
 
         name = body.get("model")
         if name not in self._models:
-            raise KeyError(f"model {name!r} not served (serving: {', '.join(self._models)})")
+            raise NotServed(f"model {name!r} not served (serving: {', '.join(self._models)})")
         lm, tokenizer = self._models[name]
         if chat:
             encoded = tokenizer.apply_chat_template(body["messages"], add_generation_prompt=True,
@@ -109,12 +113,21 @@ def _handler(server: HFServer) -> type[BaseHTTPRequestHandler]:
             if not path.endswith(("/chat/completions", "/completions")):
                 self._send(404, {"error": {"message": f"no route {self.path}"}})
                 return
+            # Every failure is an answer with a status, as an OpenAI-compatible server gives: the
+            # engine fails a 404 or 400 at once and retries a 500 (a dropped connection would be
+            # retried as a network error, with nothing said about why).
             try:
                 body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))))
                 if "response_format" in body:
                     raise ValueError("response_format is not supported by this server")
-                self._send(200, server.complete(body, chat=path.endswith("/chat/completions")))
-            except (KeyError, ValueError) as e:
-                self._send(400, {"error": {"message": str(e)}})
+                answer = server.complete(body, chat=path.endswith("/chat/completions"))
+            except NotServed as e:
+                self._send(404, {"error": {"message": str(e), "type": "NotFoundError"}})
+            except (KeyError, ValueError, TypeError) as e:  # a malformed body
+                self._send(400, {"error": {"message": f"bad request: {type(e).__name__}: {e}", "type": "BadRequestError"}})
+            except Exception as e:  # a failure in generation: the message goes back, the server stays up
+                self._send(500, {"error": {"message": f"{type(e).__name__}: {e}", "type": "InternalServerError"}})
+            else:
+                self._send(200, answer)
 
     return Handler

@@ -13,6 +13,7 @@ import socket
 import threading
 import time
 from collections import deque
+from pathlib import Path
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 
@@ -54,9 +55,27 @@ def writer_answer(body: dict) -> dict:
     return ok(" ".join(_VOCAB[digest[i % len(digest)] % len(_VOCAB)] for i in range(n)) + ".")
 
 
+def distinct_words(body: dict, *, vary: int = 0) -> dict:
+    """As many distinct words as `max_tokens` allows (at most 80; `vary` fewer at most, by a hash
+    of the request), ending a sentence: answers that pass every text filter (no repeated n-gram,
+    no meta words) and grow with their budget."""
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    digest = hashlib.sha256(repr(body.get("messages") or body.get("prompt")).encode()).digest()
+    seed = "".join(letters[c % 26] for c in digest[:5])
+    n = max(1, min(int(body.get("max_tokens", 40)), 80) - (digest[5] % (vary + 1)))
+    return ok(" ".join(seed + letters[i // 26] + letters[i % 26] for i in range(n)) + ".")
+
+
 class FaultServer:
-    def __init__(self, model: str = "fault-model", *, realistic: bool = False, delay_s: float = 0.0):
+    def __init__(self, model: str = "fault-model", *, realistic: bool = False, delay_s: float = 0.0,
+                 lora: bool = False):
+        """`lora`: speak vLLM's runtime LoRA API (VLLM_ALLOW_RUNTIME_LORA_UPDATING=True,
+        --enable-lora): /v1/load_lora_adapter loads an adapter directory under a name, /v1/models
+        lists it, and a request for a model that is neither the base nor loaded is a 404, as vLLM answers."""
         self.model = model
+        self.lora = lora
+        self.adapters: dict[str, str] = {}
+        self.load_calls: list[dict] = []
         self.realistic = realistic
         self.delay_s = delay_s
         self.script: deque[dict] = deque()
@@ -129,13 +148,21 @@ class FaultServer:
 
             def do_GET(self) -> None:
                 if self.path.rstrip("/").endswith("/models"):
-                    self._send(200, {"object": "list", "data": [{"id": server.model, "object": "model",
-                                                                 "created": 0, "owned_by": "test"}]})
+                    self._send(200, {"object": "list", "data": [{"id": m, "object": "model", "created": 0,
+                                                                 "owned_by": "test"}
+                                                                for m in [server.model, *server.adapters]]})
                 else:
                     self._send(404, {"error": {"message": "not found"}})
 
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                if self.path.rstrip("/").endswith("/load_lora_adapter"):
+                    self._load_adapter(body)
+                    return
+                if server.lora and body.get("model") not in (server.model, *server.adapters):
+                    self._send(404, {"object": "error", "message": f"The model `{body.get('model')}` does not exist.",
+                                     "type": "NotFoundError", "code": 404})
+                    return
                 behaviour = server._next(body, self.headers.get("Authorization", ""))
                 if server.delay_s:
                     time.sleep(server.delay_s)
@@ -147,6 +174,26 @@ class FaultServer:
                 finally:
                     with server._lock:
                         server.in_flight -= 1
+
+            def _load_adapter(self, body: dict) -> None:
+                server.load_calls.append(body)
+                name, path = body.get("lora_name"), body.get("lora_path", "")
+                if not server.lora:
+                    self._send(404, {"detail": "Not Found"})  # vLLM without runtime LoRA updating
+                elif name in server.adapters:
+                    self._send(400, {"object": "error", "message": f"The lora adapter '{name}' has already been"
+                                     " loaded.", "type": "InvalidUserInput", "code": 400})
+                elif not (Path(path) / "adapter_config.json").exists():
+                    self._send(400, {"object": "error", "message": f"Loading lora {name} failed: No adapter found for"
+                                     f" {path}", "type": "BadRequestError", "code": 400})
+                else:
+                    server.adapters[name] = path
+                    data = f"Success: LoRA adapter '{name}' added successfully.".encode()
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/plain")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
 
             def _act(self, body: dict, b: dict) -> None:
                 if b["kind"] == "model":

@@ -166,15 +166,14 @@ max_length = 128
     assert any(m.startswith("generator-iter1-") for m in served["sl_generate"])
     assert any(m.startswith("extender-iter1-") for stage, models in served.items() if stage.startswith("sl_e")
                for m in models)
-    second = rows(db, "select distinct s.model from samples s join lengthen_steps l using (sample_id)"
-                      " where l.iteration = 2")
-    second_failed = rows(db, "select count(*) from failures f join lengthen_steps l using (sample_id)"
-                             " where l.iteration = 2")
-    # Iteration 2 wrote every prompt again, through the retrained roles (kept or failed, a chain each).
-    assert len(second) + second_failed[0][0] >= 1
-    models = rows(db, "select distinct model from samples s where exists (select 1 from lengthen_steps l"
-                      " where l.sample_id = s.sample_id and l.iteration = 2)")
-    assert all(m.startswith("generator=generator-iter1-") for (m,) in models)
+    # Iteration 2 wrote every prompt again, through the retrained roles: a chain each, kept or failed
+    # (the 135M model decides which; a deterministic server asserts the kept case in test_lora_serving.py).
+    assert rows(db, "select count(distinct sample_id) from lengthen_steps where iteration = 2") == [(2,)]
+    second = rows(db, "select s.model from samples s where exists (select 1 from lengthen_steps l"
+                      " where l.sample_id = s.sample_id and l.iteration = 2)"
+                      " union all select 'failed' from failures f where exists (select 1 from lengthen_steps l"
+                      " where l.sample_id = f.sample_id and l.iteration = 2)")
+    assert len(second) == 2 and all(m == "failed" or m.startswith("generator=generator-iter1-") for (m,) in second)
 
     again = asyncio.run(build(config=str(config)))
     assert again["requests_sent"] == 0 and summary["requests_sent"] > 0

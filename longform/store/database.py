@@ -314,14 +314,15 @@ class Store(PipelineReads):
                 "SELECT DISTINCT key FROM requests WHERE error IS NULL").fetchall()}
         if key not in self._answered:
             return None
-        row = self._con.execute(
+        # fetchall, not fetchone: a result left unfinished blocks registering an Arrow table on this connection.
+        found = self._con.execute(
             "SELECT response_text, finish_reason, tokens_in, tokens_out, logprobs FROM requests"
             " WHERE key = ? AND error IS NULL LIMIT 1",
             [key],
-        ).fetchone()
-        if row is None:
+        ).fetchall()
+        if not found:
             return None
-        return dict(zip(("response_text", "finish_reason", "tokens_in", "tokens_out", "logprobs"), row))
+        return dict(zip(("response_text", "finish_reason", "tokens_in", "tokens_out", "logprobs"), found[0]))
 
     def add_prompts(self, prompts: list[Prompt], source: str) -> None:
         known = self.known_prompts([p.prompt_id for p in prompts])
