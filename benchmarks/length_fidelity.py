@@ -11,7 +11,7 @@ the text so far had to be elided to fit the 8,192-token window).
 
 Goal (issue 18): AgentWrite median S_l ≥ 90, no sample below 50, bounds obeyed ≥ 90%.
 
-    python benchmarks/length_fidelity.py [--set cpu|full] [--methods agentwrite,longwriter,one_shot]
+    python benchmarks/length_fidelity.py [--set cpu|full] [--methods agentwrite,longwriter,one_shot] [--ids A,B]
 
 `--set cpu` (the default, what `make bench` runs) is the 9 prompts up to 800 words, every kind in
 both languages: about 15 minutes on 2 CPU cores for the three methods. `--set full` is all 24, up to
@@ -141,8 +141,16 @@ def main() -> None:
     parser.add_argument("--methods", default="agentwrite,longwriter,one_shot")
     parser.add_argument("--db", type=Path, help="keep the requests here (a rerun answers from its cache)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument("--ids", help="only these prompt ids, comma-separated (e.g. en-exact-10000); the results"
+                                      " go to length_fidelity-<ids>.json")
     args = parser.parse_args()
     prompts = [Prompt(pid, text) for pid, text in PROMPTS if args.set == "full" or pid in CPU_SET]
+    if args.ids:
+        wanted = args.ids.split(",")
+        unknown = set(wanted) - {pid for pid, _ in PROMPTS}
+        if unknown:
+            parser.error(f"--ids: no prompt {', '.join(sorted(unknown))}")
+        prompts = [Prompt(pid, text) for pid, text in PROMPTS if pid in wanted]
     methods = args.methods.split(",")
     with tempfile.TemporaryDirectory(prefix="lf-len-") as tmp:
         rows = asyncio.run(run(prompts, methods, args.db or Path(tmp) / "bench.duckdb"))
@@ -153,7 +161,8 @@ def main() -> None:
         summary["goal"] = {"median_s_l_ge_90": goal["median_s_l"] >= 90, "none_below_50": goal["below_50"] == 0,
                            "bounds_obeyed_ge_0.9": (goal["bounds_obeyed"] or 0) >= 0.9}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "length_fidelity.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
+    name = f"length_fidelity-{args.ids.replace(',', '+')}.json" if args.ids else "length_fidelity.json"
+    (args.out / name).write_text(json.dumps(summary, indent=2, ensure_ascii=False))
     for method, s in summary["methods"].items():
         print(f"\n{method}: median S_l {s['median_s_l']}, mean {s['mean_s_l']}, min {s['min_s_l']},"
               f" bounds obeyed {s['bounds_obeyed']} of {s['bounds']}")

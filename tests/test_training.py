@@ -107,6 +107,37 @@ def test_export_train_and_eval_length(judged):
     assert all(0 < tokens <= 24 and 0 <= score <= 100 for *_, score, tokens in evals)
 
 
+def test_gateau_select_from_the_cli_then_a_lora_trained_on_its_export(judged):
+    """`longform select --method gateau` ranks what the SFT policy kept and keeps the top one; the
+    export then takes GATEAU's pick, and `train --lora` trains an adapter on it."""
+    tmp, config, summary = judged
+    db = tmp / "corpus.duckdb"
+    [(kept,)] = rows(db, "select count(*) from selections where purpose = 'sft' and selected and run_id = ?",
+                     [summary["run_id"]])
+    assert kept >= 2
+    code, stdout, err = _run("select", "--method", "gateau", "--top-k", "1", "--db", str(db), cwd=tmp)
+    assert code == 0, err[-3000:]
+    assert f"GATEAU ranked {kept} samples, kept 1" in stdout
+    ranked = rows(db, "select sample_id, selected from selections where purpose = 'gateau' and run_id = ?",
+                  [summary["run_id"]])
+    assert len(ranked) == kept and sum(selected for _, selected in ranked) == 1
+    assert {m for (m,) in rows(db, "select distinct metric from scores where metric like 'gateau%'")} >= \
+        {"gateau_hmg", "gateau_cam"}
+
+    out = tmp / "gateau-export"
+    code, _, err = _run("export", "--db", str(db), "--name", "top", "--out-dir", str(out), "--test-ratio", "0", cwd=tmp)
+    assert code == 0, err
+    sft = load_dataset("parquet", data_dir=str(out / "top" / "sft"))["train"]
+    assert [r["sample_id"] for r in sft] == [s for s, selected in ranked if selected]
+
+    code, _, err = _run("train", "sft", "--dataset", str(out / "top"), "--model", "embedded", "--max-steps", "1",
+                        "--lora", "--config", str(config), "--output", str(tmp / "adapter"), "--db", str(db), cwd=tmp)
+    assert code == 0, err[-3000:]
+    assert (tmp / "adapter" / "adapter_config.json").exists() and not (tmp / "adapter" / "model.safetensors").exists()
+    [(lora,)] = rows(db, "select lora from train_runs where output_dir = ?", [str((tmp / "adapter").resolve())])
+    assert json.loads(lora)["r"] > 0
+
+
 def test_training_refuses_bad_input_in_one_line(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("[train.sft]\nlearning_rat = 0.1\n")

@@ -152,3 +152,36 @@ def test_the_role_server_answers_every_failure_with_a_status_and_stays_up():
         failed = httpx.post(url, json={"model": "x", "messages": []}, timeout=30)
         assert failed.status_code == 500 and failed.json()["error"]["message"] == "RuntimeError: CUDA out of memory"
         assert httpx.get(server.base_url + "/models", timeout=30).status_code == 200  # still serving
+
+
+def test_export_with_meta_length_tokens(tmp_path):
+    """`export --mlt`: each SFT answer starts with Ruler's Meta Length Token for its measured length."""
+    from longform.clock import now
+    from longform.config import Settings
+    from longform.length_reader import spec_for
+    from longform.lengths import measure
+    from longform.prompts import Prompt
+    from datasets import load_dataset
+
+    db = tmp_path / "c.duckdb"
+    lengths = {"p300": 300, "p150": 150, "p100": 100}   # 100 words: between Ruler's buckets, no token
+    with Store.open(db) as store:
+        store.start_run("r-mlt", "mlt", Settings().snapshot(), None, None)
+        prompts = [Prompt(p, f"Write {n} words.", n) for p, n in lengths.items()]
+        store.add_prompts(prompts, "test")
+        for prompt in prompts:
+            p, text, spec = prompt.prompt_id, " ".join(["word"] * lengths[prompt.prompt_id]), spec_for(prompt, 1000)
+            store.add("samples", {"sample_id": f"s-{p}", "prompt_id": p, "run_id": "r-mlt", "writer": "agentwrite",
+                                  "model": "m", "sample_index": 0, "text": text, **spec.columns(),
+                                  **measure(text, spec), "n_sections": 1, "created_at": now()})
+            store.add("selections", {"selection_id": f"x-{p}", "run_id": "r-mlt", "purpose": "sft", "prompt_id": p,
+                                     "sample_id": f"s-{p}", "selected": True, "reason": "test", "created_at": now()})
+        store.finish_run("r-mlt", "finished", {})
+    proc = longform("export", "--db", str(db), "--mlt", "--out-dir", str(tmp_path / "out"), "--test-ratio", "0",
+                    cwd=tmp_path)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    sft = load_dataset("parquet", data_dir=str(tmp_path / "out" / "mlt" / "sft"))["train"]
+    answers = {r["prompt_id"]: r["messages"][1]["content"] for r in sft}
+    assert answers["p300"].startswith("[MLT:300] word") and answers["p150"].startswith("[MLT:150] word")
+    assert answers["p100"].startswith("word")

@@ -180,7 +180,9 @@ class CorpusReads:
             f" s.length_score, s.bound_ok, s.created_at FROM samples s{where} ORDER BY {order}"
             f" LIMIT {PAGE_SIZE} OFFSET {(page - 1) * PAGE_SIZE}", params)
         if rows:
-            # Per page only: the decision shown beside each row.
+            # Per page only: the decision shown beside each row. A list parameter, not a registered
+            # Arrow table: these reads may be answered by a build over the live-read channel, which
+            # carries JSON parameters, and a page holds at most PAGE_SIZE ids.
             ids = [r["sample_id"] for r in rows]
             decided = {d["sample_id"]: d for d in self._rows(
                 "SELECT sample_id, bool_or(selected) AS selected FROM selections WHERE purpose = 'sft'"
