@@ -3,7 +3,6 @@ both writers in one build, `build --limit`, `query --format table`, `status --ru
 run id, `[judges] compare = "model"`, a second build refused while one holds the database, and the
 role server's errors. The model is a deterministic stand-in over real HTTP; the CLI is the real one."""
 
-import asyncio
 import json
 import math
 import re

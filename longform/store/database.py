@@ -6,7 +6,7 @@ land together or not at all. Appends are insert-if-absent on each table's key, s
 deterministic row twice (a resumed build) changes nothing.
 
 Buffering must not lose paid-for answers when the process is killed, so every buffered row is
-also appended to a journal file beside the database (one write() per row, which survives a
+also appended to a journal file beside the database (journal.py: one write() per row, which survives a
 kill -9). Opening the database replays whatever a killed writer left in it.
 
 A batch that falls due while a build runs is committed on a background thread, on a DuckDB cursor
