@@ -62,8 +62,9 @@ async def write_shard(session: BuildSession, panel: JudgePanel, writer_name: str
     await _write_all(session, panel, _writer(session, writer_name), items)
 
 
-def _writer(session: BuildSession, name: str, **options):
-    return writer_for(name, session.engine, session.settings, checks=SELF_LENGTHEN_FILTERS, **options)
+def _writer(session: BuildSession, name: str, engine=None, **options):
+    """The named writer on the build's engine (or `engine`), Self-Lengthen's rounds gated by its filters."""
+    return writer_for(name, engine or session.engine, session.settings, checks=SELF_LENGTHEN_FILTERS, **options)
 
 
 @task(name="write-until-accepted", cache_policy=NONE)
@@ -153,8 +154,8 @@ async def lengthen_iteration(session: BuildSession, panel: JudgePanel, items: li
                              adapters: dict[str, Adapter], iteration: int) -> None:
     """Self-Lengthen again on the same prompts, each role written by its retrained adapter."""
     async with session.adapter_engine(list(adapters.values())) as engine:
-        writer = writer_for("self_lengthen", engine, session.settings, checks=SELF_LENGTHEN_FILTERS,
-                            roles={role: a.name for role, a in adapters.items()}, iteration=iteration)
+        writer = _writer(session, "self_lengthen", engine, roles={role: a.name for role, a in adapters.items()},
+                         iteration=iteration)
         await _write_all(session, panel, writer, items)
 
 

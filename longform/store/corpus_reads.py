@@ -85,12 +85,17 @@ class CorpusReads:
         with reading(db) as query:
             yield cls(query)
 
-    def _rows(self, sql: str, params: list[Any] | None = None) -> list[dict]:
+    def _rows(self, sql: str, params: list[Any] | None = None, *, json: tuple[str, ...] = ()) -> list[dict]:
+        """Rows as dicts; the `json` columns decoded (an empty object where NULL)."""
         columns, rows = self._query(sql, params)
-        return [dict(zip(columns, r)) for r in rows]
+        found = [dict(zip(columns, r)) for r in rows]
+        for row in found:
+            for column in json:
+                row[column] = _json(row[column]) or {}
+        return found
 
-    def _one(self, sql: str, params: list[Any]) -> dict | None:
-        found = self._rows(sql, params)
+    def _one(self, sql: str, params: list[Any], *, json: tuple[str, ...] = ()) -> dict | None:
+        found = self._rows(sql, params, json=json)
         return found[0] if found else None
 
     # --- runs ---------------------------------------------------------------------------------
@@ -102,35 +107,23 @@ class CorpusReads:
     def latest_run(self, run_id: str | None = None) -> dict | None:
         """A run (or, by default, the latest build run, not a shard run a sharded build merged in)."""
         where, params = ("run_id = ?", [run_id]) if run_id else ("json_extract_string(config, '$.build.shard') IS NULL", [])
-        run = self._one(f"SELECT run_id, name, status, started_at, finished_at, config FROM runs WHERE {where}"
-                        " ORDER BY started_at DESC LIMIT 1", params)
-        if run is not None:
-            run["config"] = _json(run["config"]) or {}
-        return run
+        return self._one(f"SELECT run_id, name, status, started_at, finished_at, config FROM runs WHERE {where}"
+                         " ORDER BY started_at DESC LIMIT 1", params, json=("config",))
 
     def scored_run(self, run_id: str | None = None) -> dict | None:
         """A run that has made selections (or the latest such run)."""
         where, params = (" AND run_id = ?", [run_id]) if run_id else ("", [])
-        run = self._one("SELECT run_id, name, config FROM runs WHERE run_id IN (SELECT run_id FROM selections)"
-                        f"{where} ORDER BY started_at DESC LIMIT 1", params)
-        if run is not None:
-            run["config"] = _json(run["config"]) or {}
-        return run
+        return self._one("SELECT run_id, name, config FROM runs WHERE run_id IN (SELECT run_id FROM selections)"
+                         f"{where} ORDER BY started_at DESC LIMIT 1", params, json=("config",))
 
     def stage_stats(self, run_id: str) -> list[dict]:
-        rows = self._rows("SELECT stage, requests, cache_hits, attempts, tokens_in, tokens_out, truncated, errors,"
-                          " wall_s, updated_at FROM run_stats WHERE run_id = ? ORDER BY stage", [run_id])
-        for r in rows:
-            r["errors"] = _json(r["errors"]) or {}
-        return rows
+        return self._rows("SELECT stage, requests, cache_hits, attempts, tokens_in, tokens_out, truncated, errors,"
+                          " wall_s, updated_at FROM run_stats WHERE run_id = ? ORDER BY stage", [run_id], json=("errors",))
 
     def endpoint_stats(self, run_id: str) -> list[dict]:
-        rows = self._rows("SELECT pool, endpoint, state, reason, concurrency, requests, attempts, failed_attempts,"
+        return self._rows("SELECT pool, endpoint, state, reason, concurrency, requests, attempts, failed_attempts,"
                           " tokens_out, errors, wall_s FROM endpoint_stats WHERE run_id = ? ORDER BY pool, endpoint",
-                          [run_id])
-        for r in rows:
-            r["errors"] = _json(r["errors"]) or {}
-        return rows
+                          [run_id], json=("errors",))
 
     def progress(self) -> dict:
         """The latest run's state and the database's row counts (a shard, read while it writes)."""
@@ -149,11 +142,9 @@ class CorpusReads:
 
     def run(self, run_id: str) -> dict | None:
         run = self._one("SELECT run_id, name, status, started_at, finished_at, summary, versions FROM runs"
-                        " WHERE run_id = ?", [run_id])
+                        " WHERE run_id = ?", [run_id], json=("summary", "versions"))
         if run is None:
             return None
-        run["summary"] = _json(run["summary"]) or {}
-        run["versions"] = _json(run["versions"]) or {}
         run["stages"] = self._rows("SELECT stage, requests, attempts, cache_hits, tokens_in, tokens_out, truncated,"
                                    " errors, wall_s FROM run_stats WHERE run_id = ? ORDER BY stage", [run_id])
         run["fits"] = self._rows("SELECT judge_model, kind, status, reason, n, phi, ci_low, ci_high FROM length_fits"
@@ -212,9 +203,7 @@ class CorpusReads:
         sample["chain"] = self._rows(
             "SELECT step_id, parent_step_id, iteration, round, role, words_before, words_after, verdicts, accepted,"
             " reason, finish_reason FROM lengthen_steps WHERE sample_id = ? ORDER BY iteration, round, created_at",
-            [sample_id])
-        for step in sample["chain"]:
-            step["verdicts"] = _json(step["verdicts"]) or {}
+            [sample_id], json=("verdicts",))
         sample["judgments"] = self._rows(
             "SELECT judgment_id, kind, judge_model, sample_id, other_sample_id, scores, quality, expected_quality,"
             " winner, p_first, signal, parse_status, raw FROM judgments"
@@ -253,10 +242,10 @@ class CorpusReads:
 
     def pair(self, selection_id: str) -> dict | None:
         pair = self._one("SELECT selection_id, run_id, prompt_id, sample_id, rejected_sample_id, selected, reason,"
-                         " scores FROM selections WHERE selection_id = ? AND purpose = 'dpo'", [selection_id])
+                         " scores FROM selections WHERE selection_id = ? AND purpose = 'dpo'", [selection_id],
+                         json=("scores",))
         if pair is None:
             return None
-        pair["scores"] = _json(pair["scores"]) or {}
         ids = [pair["sample_id"], pair["rejected_sample_id"]]
         texts = {r["sample_id"]: r for r in self._rows(
             "SELECT sample_id, text, words, length_score FROM samples WHERE list_contains(?, sample_id)",

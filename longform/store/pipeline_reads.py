@@ -35,7 +35,7 @@ class PipelineReads:
 
     def instructions(self) -> list[str]:
         """Every registered instruction (self-instruct keeps new ones apart from them)."""
-        return [r[0] for r in self._rows("SELECT instruction FROM prompts ORDER BY created_at, prompt_id")]
+        return [instruction for _, instruction in self.prompts_oldest_first()]
 
     def prompts_oldest_first(self) -> list[tuple[str, str]]:
         """(prompt_id, instruction), earliest registered first: the first of two near-duplicates keeps its place."""
