@@ -65,9 +65,10 @@ class PairwiseJudge:
 
     async def judge(self, a: Candidate, b: Candidate, run_id: str) -> list[dict]:
         """Both orders; one row each, `sample_id` being the candidate shown first."""
-        return list(await asyncio.gather(self._ask(a, b, run_id), self._ask(b, a, run_id)))
+        return list(await asyncio.gather(self.judge_order(a, b, run_id), self.judge_order(b, a, run_id)))
 
-    async def _ask(self, first: Candidate, second: Candidate, run_id: str) -> dict:
+    async def judge_order(self, first: Candidate, second: Candidate, run_id: str) -> dict:
+        """One order: `first` shown as response A."""
         content = self._template.render(
             instruction=quote("INSTRUCTION", first.instruction),
             response_a=quote("RESPONSE A", clip(first, self._text_tokens)),

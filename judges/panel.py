@@ -1,9 +1,13 @@
-"""The judges of one build, fed as samples finish rather than after the whole batch.
+"""The judges of one build, fed as prompts finish rather than after the whole batch.
 
-A sample's rubric judgment is its next step once it is written. A prompt's pairwise judgments start
-as soon as its last expected candidate is done, so judging overlaps generation instead of waiting
-behind a barrier. `judge_remaining` catches up what no countdown triggered (builds that stop at N
-accepted samples have no fixed number of candidates per prompt).
+A prompt's judgments start as soon as its last expected candidate is written, so judging overlaps
+generation instead of waiting behind a barrier. They are asked grouped by the candidate shown
+first: its rubric, then every pair that shows it as response A. The judges' templates open alike
+up to response A (the header, the instruction, response A), so within a group each request extends
+the prefix of the one before, and a server that keeps one prefix (the embedded llama.cpp server,
+one request at a time) reads each candidate's text once per group instead of once per request.
+Where a prompt's number of candidates is not known (builds that stop at N accepted samples), a
+sample's rubric is its next step once it is written, and `judge_remaining` catches up the pairs.
 """
 
 from __future__ import annotations
@@ -51,14 +55,29 @@ class JudgePanel:
         self._done[prompt_id] += 1
         if candidate is not None:
             self._candidates[prompt_id].append((order, candidate))
-            await self._judge_rubric(candidate)
+            if prompt_id not in self._expected:
+                await self._judge_rubric(candidate)
         if self._done[prompt_id] == self._expected.get(prompt_id):
-            await self._judge_pairs(prompt_id)
+            await self._judge_prompt(prompt_id)
 
     async def judge_remaining(self) -> None:
-        pending = [self._judge_rubric(c) for cs in self._candidates.values() for _, c in cs]
-        pending += [self._judge_pairs(p) for p in list(self._candidates)]
-        await asyncio.gather(*pending)
+        await asyncio.gather(*(self._judge_prompt(p) for p in list(self._candidates)))
+
+    async def _judge_prompt(self, prompt_id: str) -> None:
+        """Every judgment of the prompt not yet asked, grouped by the candidate shown first."""
+        ranked = [c for _, c in sorted(self._candidates[prompt_id], key=lambda oc: oc[0])]
+        pairs = []
+        if self._pairwise is not None and prompt_id not in self._pairs_done and len(ranked) >= 2:
+            self._pairs_done.add(prompt_id)
+            pairs = list(combinations(ranked, 2))[:self._cfg.max_pairs_per_prompt]
+        orders = [(a, b) for a, b in pairs] + [(b, a) for a, b in pairs]
+        asks = []
+        for first in ranked:
+            asks.append(self._judge_rubric(first))
+            asks += [self._judge_order(a, b) for a, b in orders if a is first]
+        # Started in this order; one at a time on a one-slot server (the limiter is first come, first
+        # served among equals), so each group's requests follow each other there.
+        await asyncio.gather(*asks)
 
     async def _judge_rubric(self, candidate: Candidate) -> None:
         if self._rubric is None or candidate.sample_id in self._rubric_done:
@@ -66,14 +85,5 @@ class JudgePanel:
         self._rubric_done.add(candidate.sample_id)
         self._record(await self._rubric.judge(candidate, self._run_id))
 
-    async def _judge_pairs(self, prompt_id: str) -> None:
-        if self._pairwise is None or prompt_id in self._pairs_done:
-            return
-        ranked = [c for _, c in sorted(self._candidates[prompt_id], key=lambda oc: oc[0])]
-        if len(ranked) < 2:
-            return
-        self._pairs_done.add(prompt_id)
-        pairs = list(combinations(ranked, 2))[:self._cfg.max_pairs_per_prompt]
-        for rows in await asyncio.gather(*(self._pairwise.judge(a, b, self._run_id) for a, b in pairs)):
-            for row in rows:
-                self._record(row)
+    async def _judge_order(self, first: Candidate, second: Candidate) -> None:
+        self._record(await self._pairwise.judge_order(first, second, self._run_id))

@@ -105,7 +105,9 @@ class RubricJudge:
     async def judge(self, candidate: Candidate, run_id: str) -> dict:
         content = self._template.render(
             instruction=quote("INSTRUCTION", candidate.instruction),
-            response=quote("RESPONSE", clip(candidate, self._text_tokens)))
+            # Labelled as a pair's first response: the judges' templates open alike up to that response,
+            # so this request and the pairs that show the candidate first share their prefix (panel.py).
+            response_a=quote("RESPONSE A", clip(candidate, self._text_tokens)))
         row = {"judgment_id": self.judgment_id(candidate), "run_id": run_id, "kind": self.kind,
                "judge_model": self._engine.model, "prompt_id": candidate.prompt_id,
                "sample_id": candidate.sample_id, "other_sample_id": None, "created_at": now()}

@@ -109,7 +109,10 @@ class EmbeddedServer:
             "--n_threads_batch", str(self.n_threads),
             # Its default aborts a running completion when a new request arrives.
             "--interrupt_requests", "False",
-        ], ready_path="/v1/models", start_timeout_s=self.start_timeout_s).start()
+        ], ready_path="/v1/models", start_timeout_s=self.start_timeout_s,
+            # llama.cpp's own log, timings per request included: what benchmarks/embedded_speed.py reads
+            # the tokens actually prefilled (after the prefix cache) from.
+            log_path=os.environ.get("LONGFORM_EMBEDDED_LOG") or None).start()
         self.port = self._server.port
         return self
 

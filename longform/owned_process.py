@@ -44,12 +44,14 @@ class OwnedServer:
     """
 
     def __init__(self, name: str, command: list[str], *, ready_path: str, start_timeout_s: float,
-                 env: dict[str, str] | None = None):
+                 env: dict[str, str] | None = None, log_path: str | None = None):
         self.name = name
         self.command = command
         self.ready_path = ready_path
         self.start_timeout_s = start_timeout_s
         self.env = env
+        # Where its output goes: a temporary file (read back for errors) unless a path is given.
+        self.log_path = log_path
         self.port = 0
         self.pid: int | None = None
         self._proc: subprocess.Popen | None = None
@@ -61,7 +63,7 @@ class OwnedServer:
 
     def start(self) -> "OwnedServer":
         self.port = free_port()
-        self._log = tempfile.TemporaryFile()
+        self._log = open(self.log_path, "ab+") if self.log_path else tempfile.TemporaryFile()
         self._proc = subprocess.Popen([part.replace("{port}", str(self.port)) for part in self.command], stdout=self._log,
                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env,
                                       preexec_fn=_die_with_parent)

@@ -46,6 +46,7 @@ class Tally:
     candidates: int | None = None
     failed_stage: dict | None = None  # {"stage", "reason"} of a corpus-wide stage that failed
     judgment_ids: list[str] = field(default_factory=list)
+    stage_s: dict[str, float] = field(default_factory=dict)  # seconds per corpus-wide stage
 
 
 class StageFailed(LongformError):
@@ -101,6 +102,7 @@ class BuildSession:
         """A stage after writing (scoring, GATEAU, export). If it fails, the run ends `failed` with
         the stage and its reason in one line: the samples are already stored, and running the same
         command again redoes only what is not cached (requests, judgments, GATEAU measures)."""
+        started = time.monotonic()
         try:
             yield
         except Interrupted:
@@ -111,6 +113,8 @@ class BuildSession:
             self.tally.failed_stage = {"stage": name, "reason": reason}
             raise StageFailed(f"{name} failed: {reason} — the {self.tally.samples} written samples are stored;"
                               " run the same command again to redo this stage") from e
+        finally:
+            self.tally.stage_s[name] = round(self.tally.stage_s.get(name, 0.0) + time.monotonic() - started, 2)
 
     def record(self, result, *, new: bool, model: str) -> dict | None:
         """Store what a writer returned and count it: its extra rows (sections, Self-Lengthen steps),
@@ -197,6 +201,7 @@ class BuildSession:
                           for row in self.endpoint_rows()},
             "spilled_samples": self.engine.router.spilled if self.engine else 0,
             "wall_s": round(time.monotonic() - self._started, 2),
+            "stage_s": self.tally.stage_s,
             "scoring": self.tally.scoring,
             "failed_stage": self.tally.failed_stage,
             "export_dir": self.tally.export_dir,

@@ -7,7 +7,7 @@ from longform.config import AgentWriteConfig, GenerationConfig
 from longform.endpoint import Endpoint
 from longform.prompts import Prompt
 from longform.lengths import WORDS
-from writers.agentwrite import _ELIDED, AgentWrite, Draft, _Meter
+from writers.agentwrite import _ELIDED, AgentWrite, Draft, _Chat, _Meter
 from writers.outcomes import WriteFailure
 
 from conftest import make_engine
@@ -84,7 +84,7 @@ def test_short_sections_get_bounded_continuations(store):
     [section] = draft.sections
     assert section.continuations == 2 and len(sent) == 4           # plan + write + 2 continuations, no more
     assert section.text.startswith("ten words")                     # label stripped
-    assert "is not finished" in sent[2]["messages"][0]["content"]   # the continuation template
+    assert "is not finished" in sent[2]["messages"][-1]["content"]  # the continuation template
     assert sent[1]["max_tokens"] == 225                             # 100 words × 1.5 tokens/word × 1.5
 
 
@@ -122,7 +122,7 @@ def test_words_still_owed_are_reallocated_over_the_sections_left(store):
     with FaultServer() as server:
         server.push(_plan(100, 100, 100), _words(40), _words(130), _words(130))
         [draft], _ = _write(_fault_endpoint(server), store, [Prompt("p", "x", target_words=300)], cfg=CLOSED)
-        sent = [r["messages"][0]["content"] for r in server.received]
+        sent = [r["messages"][-1]["content"] for r in server.received]
     assert [s.budget_words for s in draft.sections] == [100, 130, 130]   # 260 owed over the two left
     assert [s.planned_words for s in draft.sections] == [100, 100, 100]
     assert "about 130 words" in sent[2] and "about 130 words" in sent[3]
@@ -133,7 +133,7 @@ def test_a_short_answer_gets_extra_sections_until_it_is_in_band(store):
     with FaultServer() as server:
         server.push(_plan(200), _words(60), _words(80), _words(50))
         [draft], _ = _write(_fault_endpoint(server), store, [Prompt("p", "x", target_words=200)], cfg=CLOSED)
-        sent = [r["messages"][0]["content"] for r in server.received]
+        sent = [r["messages"][-1]["content"] for r in server.received]
     assert [s.words for s in draft.sections] == [60, 80, 50]           # 190 is inside 180..220: stop
     assert [s.planned_words for s in draft.sections] == [200, 0, 0]
     assert [s.budget_words for s in draft.sections][1:] == [140, 60]
@@ -189,3 +189,55 @@ def test_an_upper_bound_caps_max_tokens_so_the_answer_cannot_cross_it(store):
         sent = server.received
     assert sent[1]["max_tokens"] == 100                       # not 90 × 1.5 × 1.5 = 203
     assert draft.sample_row("r", "m")["length_high"] == 100 and WORDS(draft.text) <= 100
+
+
+def test_a_sample_is_one_chat_so_each_request_extends_the_last(store):
+    """The conversation layout: every request begins with the previous request and its answer,
+    verbatim (labels included), so a prefix cache holds all that was written."""
+    answers = ["Paragraph 1: the first one. " + "a " * 20, "b " * 30, "c " * 30]
+    with FaultServer() as server:
+        server.push(_plan(30, 30, 30), *(ok(a) for a in answers))
+        [draft], _ = _write(_fault_endpoint(server), store, [Prompt("p", "Write about tea.", target_words=90)],
+                            cfg=CLOSED)
+        sent = [r["messages"] for r in server.received]
+    assert len(sent) == 4 and draft.sections[0].text.startswith("the first one")
+    for before, after, answer in zip(sent, sent[1:], [server_plan_text(sent), *answers]):
+        assert after[:len(before)] == before
+        assert after[len(before)] == {"role": "assistant", "content": answer}
+        assert after[-1]["role"] == "user" and len(after) == len(before) + 2
+    assert "Write paragraph 2 of the plan: point 1" in sent[2][-1]["content"]
+    assert "Write about tea." in sent[0][0]["content"] and len(sent[3]) == 7
+
+
+def server_plan_text(sent):
+    return sent[1][1]["content"]
+
+
+def test_longwriters_single_message_layout_is_kept(store):
+    cfg = CLOSED.model_copy(update={"layout": "single_message"})
+    with FaultServer() as server:
+        server.push(_plan(30, 30), _words(30), _words(30))
+        [draft], _ = _write(_fault_endpoint(server), store, [Prompt("p", "Write about tea.", target_words=60)], cfg=cfg)
+        sent = [r["messages"] for r in server.received]
+    assert all(len(m) == 1 for m in sent)
+    assert "Text written so far:\n(nothing yet)" in sent[1][0]["content"]
+    assert draft.sections[0].text in sent[2][0]["content"] and "Plan:" in sent[2][0]["content"]
+
+
+def test_a_chat_too_long_for_the_window_drops_its_oldest_turns_a_block_at_a_time():
+    meter = _Meter(tokens_per_word=1.5, headroom=1.5, context_window=1000)
+    chat = _Chat("PLAN REQUEST", "PLAN", meter)
+    asked = []
+    for i in range(30):
+        messages = chat.ask(f"write {i}", max_tokens=100)
+        asked.append(messages)
+        chat.answered(f"write {i}", f"Section {i} " + "word " * 30)
+    size = lambda ms: sum(len(m["content"]) for m in ms) * meter.tokens_per_char() + 8 * len(ms)
+    assert all(size(ms) <= 1000 - 100 - 64 for ms in asked)
+    assert all(ms[:2] == [{"role": "user", "content": "PLAN REQUEST"}, {"role": "assistant", "content": "PLAN"}]
+               for ms in asked)
+    assert chat.elided and "Section 0 " not in str(asked[-1]) and "Section 28 " in str(asked[-1])
+    # A cut frees room for several more turns: most requests still extend the one before.
+    extends = sum(after[:len(before)] == before for before, after in zip(asked, asked[1:]))
+    cuts = len(asked) - 1 - extends
+    assert cuts >= 1 and extends >= 2 * cuts   # one turn at a time would cut at every request

@@ -11,6 +11,17 @@ gets extra sections (`max_extra_sections`). Why it stopped is stored (`length_st
 so far no longer fits the model's context window, its oldest part is elided; the plan keeps the
 whole structure visible.
 
+Two layouts (`[agentwrite] layout`). LongWriter's ("single_message") sends every section request as
+one user message holding the instruction, the plan and the whole text so far. The default
+("conversation") writes a sample as one chat: the plan request and its answer, then one user turn per
+section request, each answer kept verbatim as the assistant's turn. Both show the model the same
+things; but in the chat every request begins with the previous request and its answer, so a server
+with a prefix cache (llama.cpp's slot, vLLM's and SGLang's prefix caching) prefills only the new
+turn, where LongWriter's layout makes it prefill everything written so far again for every section
+(benchmarks/embedded_speed.py measures the difference). When the chat outgrows the context window,
+its oldest section turns are left out, a block at a time, so the requests after a cut share a
+prefix again.
+
 A sample's steps run in order; many samples run at once, each advancing as soon as its previous
 request returns. Everything that fails becomes a `WriteFailure`, never text.
 """
@@ -107,6 +118,10 @@ class AgentWrite:
         self._write_template = templates.load(_TEMPLATES, "agentwrite_write")
         self._continue_template = templates.load(_TEMPLATES, "agentwrite_continue")
         self._extend_template = templates.load(_TEMPLATES, "agentwrite_extend")
+        if cfg.layout == "conversation":
+            # The same three requests as turns of the sample's chat (see the module docstring).
+            self._write_template, self._continue_template, self._extend_template = (
+                templates.load(_TEMPLATES, f"agentwrite_turn_{kind}") for kind in ("write", "continue", "extend"))
         self._structured = structured
 
     def fingerprint(self) -> dict:
@@ -137,9 +152,9 @@ class AgentWrite:
             plan = await self._plan(prompt, sample_index, spec.aim, meter)
             if isinstance(plan, WriteFailure):
                 return plan
-            steps, plan_source = plan
+            steps, plan_source, chat = plan
             stage = "write"
-            sections, stop = await self._write_sections(prompt, sample_index, steps, spec, meter)
+            sections, stop = await self._write_sections(prompt, sample_index, steps, spec, meter, chat)
         except RequestFailed as e:
             return WriteFailure(sample_id, prompt, stage, e.reason, e.detail, e.key)
         return Draft(sample_id, prompt, sample_index, spec, plan_source, tuple(sections), stop)
@@ -148,7 +163,9 @@ class AgentWrite:
         return spec_for(prompt, self._cfg.default_words)
 
     async def _plan(self, prompt: Prompt, sample_index: int, required: int,
-                    meter: "_Meter") -> tuple[list[Step], str] | WriteFailure:
+                    meter: "_Meter") -> tuple[list[Step], str, "_Chat | None"] | WriteFailure:
+        """The budgeted steps, where they were read from, and (conversation layout) the chat the
+        sections continue."""
         content = self._plan_template.render(instruction=prompt.instruction, words=required)
         answer = await self._ask("plan", content, self._cfg.plan_max_tokens, prompt, sample_index,
                                  self._plan_template, json_schema=PLAN_SCHEMA if self._structured else None,
@@ -162,10 +179,11 @@ class AgentWrite:
         steps, plan_source = parsed
         budgeted = allocate(steps, required, max_steps=self._cfg.max_steps,
                             max_section_words=self._cfg.max_section_words)
-        return budgeted, plan_source
+        chat = _Chat(content, answer.text, meter) if self._cfg.layout == "conversation" else None
+        return budgeted, plan_source, chat
 
     async def _write_sections(self, prompt: Prompt, sample_index: int, steps: list[Step], spec: LengthSpec,
-                              meter: "_Meter") -> tuple[list[Section], str]:
+                              meter: "_Meter", chat: "_Chat | None") -> tuple[list[Section], str]:
         """The sections, and why length control stopped adding text."""
         plan_text = render_plan(steps)
         low, high = spec.band
@@ -188,7 +206,7 @@ class AgentWrite:
             values = {"instruction": prompt.instruction, "plan": plan_text, "step": idx + 1,
                       "main_point": step.main_point}
             section = await self._section(prompt, sample_index, idx, step.main_point, step.words, budget, values,
-                                          sections, meter, words_left=max(owed, budget),
+                                          sections, meter, chat, words_left=max(owed, budget),
                                           room=high - total if control else None,
                                           hard=None if ceiling is None else ceiling - total)
             if not section.text:
@@ -205,7 +223,7 @@ class AgentWrite:
             budget = min(spec.aim - total, self._cfg.max_section_words)
             values = {"instruction": prompt.instruction, "plan": plan_text}
             section = await self._section(prompt, sample_index, len(sections), "(added by length control)", 0,
-                                          budget, values, sections, meter, words_left=spec.aim - total,
+                                          budget, values, sections, meter, chat, words_left=spec.aim - total,
                                           room=high - total, pair=(self._extend_template,) * 2,
                                           hard=None if ceiling is None else ceiling - total)
             if not section.text:
@@ -219,7 +237,8 @@ class AgentWrite:
         return sections, "in_band" if len(sections) == len(steps) else "extended_in_band"
 
     async def _section(self, prompt: Prompt, sample_index: int, idx: int, main_point: str, planned: int,
-                       budget: int, values: dict, before: list[Section], meter: "_Meter", *, words_left: int,
+                       budget: int, values: dict, before: list[Section], meter: "_Meter", chat: "_Chat | None", *,
+                       words_left: int,
                        room: int | None, pair: tuple[templates.PromptTemplate, templates.PromptTemplate] | None = None,
                        hard: int | None = None) -> "_Written":
         """One section: its first request, then continuations while it is far short of its budget
@@ -232,13 +251,21 @@ class AgentWrite:
             max_tokens = meter.max_tokens(words)
             if hard is not None:
                 max_tokens = min(max_tokens, meter.tokens_for(hard - written))
-            prior = "\n\n".join([s.text for s in before] + ([text] if text else []))
             template = then if text else first
-            content = meter.fit(partial(template.render, **values, words=words), prior, max_tokens)
-            elided = elided or meter.elided
-            answer = await self._ask("write", content, max_tokens, prompt, sample_index, template,
+            if chat is None:
+                prior = "\n\n".join([s.text for s in before] + ([text] if text else []))
+                content = meter.fit(partial(template.render, **values, words=words), prior, max_tokens)
+                messages = [{"role": "user", "content": content}]
+                elided = elided or meter.elided
+            else:
+                content = template.render(**values, words=words)
+                messages = chat.ask(content, max_tokens)
+                elided = elided or chat.elided
+            answer = await self._ask("write", messages, max_tokens, prompt, sample_index, template,
                                      words_left=words_left - written, section=idx)
-            meter.observe_prompt(content, answer)
+            meter.observe_prompt("".join(m["content"] for m in messages), answer)
+            if chat is not None:
+                chat.answered(content, answer.text)
             piece = strip_label(answer.text)
             meter.observe_text(piece, answer)
             if text and piece:
@@ -256,12 +283,12 @@ class AgentWrite:
         return _Written(Section(idx, main_point, planned, budget, text, continuations, finish, tokens_out, elided),
                         answer.key, answer.text)
 
-    async def _ask(self, stage: str, content: str, max_tokens: int, prompt: Prompt, sample_index: int,
+    async def _ask(self, stage: str, content: str | list[dict], max_tokens: int, prompt: Prompt, sample_index: int,
                    template: templates.PromptTemplate, json_schema: dict | None = None,
                    words_left: int = 0, section: int | None = None) -> Completion:
         return await self._engine.complete(ChatRequest(
             stage=stage,
-            messages=[{"role": "user", "content": content}],
+            messages=[{"role": "user", "content": content}] if isinstance(content, str) else content,
             max_tokens=max_tokens,
             temperature=self._gen.temperature,
             top_p=self._gen.top_p,
@@ -304,7 +331,7 @@ class _Meter:
     def __init__(self, tokens_per_word: float, headroom: float, context_window: int):
         self._default_tpw = tokens_per_word
         self._headroom = headroom
-        self._context = context_window
+        self.context = context_window
         self._prompt_tokens = self._prompt_chars = 0
         self._text_tokens = self._text_words = self._text_chars = 0
         self.elided = False   # whether the last `fit` left old text out
@@ -322,7 +349,7 @@ class _Meter:
 
     def max_tokens(self, words: int) -> int:
         tpw = self._text_tokens / self._text_words if self._text_words >= 20 else self._default_tpw
-        return max(32, min(math.ceil(words * tpw * self._headroom), self._context // 2))
+        return max(32, min(math.ceil(words * tpw * self._headroom), self.context // 2))
 
     @staticmethod
     def tokens_for(words: int) -> int:
@@ -339,7 +366,7 @@ class _Meter:
 
     def fit(self, fill: Callable[..., str], prior: str, max_tokens: int) -> str:
         """`fill(text=...)` with the text so far, its oldest part elided until it fits the window."""
-        budget = self._context - max_tokens - 64
+        budget = self.context - max_tokens - 64
 
         def render(text: str) -> str:
             return fill(text=text or "(nothing yet)")
@@ -357,6 +384,50 @@ class _Meter:
             content = render(_ELIDED + prior if prior else "")
             self.elided = True
         return content
+
+
+class _Chat:
+    """A sample written as one conversation (the "conversation" layout): the plan request and its
+    answer, then a user turn and the model's verbatim answer per request.
+
+    Answers are kept exactly as they came back (labels and all), because a prefix cache matches
+    tokens: the next request then starts with the very tokens the server has just evaluated. When
+    the chat would not leave room for an answer in the context window, the oldest section turns are
+    left out, and enough of them at once to free a quarter of the window, so the following requests
+    share their prefix again instead of each cutting one more turn. The plan stays.
+    """
+
+    # Tokens a turn's chat markup takes (role markers, separators), on top of its text.
+    _TURN_TOKENS = 8
+
+    def __init__(self, plan_request: str, plan_answer: str, meter: "_Meter"):
+        self._head = [{"role": "user", "content": plan_request}, {"role": "assistant", "content": plan_answer}]
+        self._turns: list[tuple[str, str]] = []
+        self._meter = meter
+        self._dropped = 0
+
+    @property
+    def elided(self) -> bool:
+        return self._dropped > 0
+
+    def ask(self, turn: str, max_tokens: int) -> list[dict]:
+        """The messages of the next request, ending with `turn`."""
+        budget = self._meter.context - max_tokens - 64
+        if self._tokens(turn, self._dropped) > budget:
+            while self._dropped < len(self._turns) and \
+                    self._tokens(turn, self._dropped) > budget - self._meter.context // 4:
+                self._dropped += 1
+        messages = list(self._head)
+        for user, assistant in self._turns[self._dropped:]:
+            messages += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
+        return messages + [{"role": "user", "content": turn}]
+
+    def answered(self, turn: str, answer: str) -> None:
+        self._turns.append((turn, answer))
+
+    def _tokens(self, turn: str, dropped: int) -> float:
+        texts = [m["content"] for m in self._head] + [t for pair in self._turns[dropped:] for t in pair] + [turn]
+        return sum(len(t) for t in texts) * self._meter.tokens_per_char() + self._TURN_TOKENS * len(texts)
 
 
 _ECHOED_PLAN_LINE = re.compile(r"^\W*(?:paragraph|段落)\s*\d+\b.*(?:main point|word count|字数).*$", re.IGNORECASE)
