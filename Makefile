@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test test-fast bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,15 +18,24 @@ demo: $(STAMP)
 	$(BIN)/longform report
 	$(BIN)/longform query "select kind, status, round(phi, 2) as phi, round(ci_low, 2) as ci_low, round(ci_high, 2) as ci_high, reason from length_fits where run_id = (select max_by(run_id, started_at) from runs)"
 
+# Two workers, a test file each at a time (its module fixtures built once): most of the suite's time
+# is processes starting and servers answering, which overlap well on 2 cores.
+PYTEST := $(BIN)/python -m pytest -n 2 --dist loadfile
+
 test: $(STAMP)
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest
+	$(PYTEST)
+
+# The inner loop: everything but the tests marked slow (builds, training, Prefect workers).
+test-fast: $(STAMP)
+	$(PYTEST) -m "not slow"
 
 # Speed and cost targets, measured as ratios against a baseline in the same run (not part of `make test`).
 bench: $(STAMP)
 	$(BIN)/python benchmarks/engine_efficiency.py --scale --sharded
 	$(BIN)/python benchmarks/fleet_routing.py
 	$(BIN)/python benchmarks/embedded_throughput.py
+	$(BIN)/python benchmarks/embedded_speed.py
 	$(BIN)/python benchmarks/near_duplicates.py
 	$(BIN)/python benchmarks/gateau_cost.py --samples 3
 	$(BIN)/python benchmarks/viewer_pages.py

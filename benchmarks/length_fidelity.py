@@ -141,6 +141,8 @@ def main() -> None:
     parser.add_argument("--methods", default="agentwrite,longwriter,one_shot")
     parser.add_argument("--db", type=Path, help="keep the requests here (a rerun answers from its cache)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument("--layout", choices=("single_message", "continuation", "conversation"),
+                        help="AgentWrite's section layout ([agentwrite] layout; default: the config's default)")
     parser.add_argument("--ids", help="only these prompt ids, comma-separated (e.g. en-exact-10000); the results"
                                       " go to length_fidelity-<ids>.json")
     args = parser.parse_args()
@@ -152,9 +154,12 @@ def main() -> None:
             parser.error(f"--ids: no prompt {', '.join(sorted(unknown))}")
         prompts = [Prompt(pid, text) for pid, text in PROMPTS if pid in wanted]
     methods = args.methods.split(",")
+    if args.layout:
+        global AGENTWRITE
+        AGENTWRITE = AGENTWRITE.model_copy(update={"layout": args.layout})
     with tempfile.TemporaryDirectory(prefix="lf-len-") as tmp:
         rows = asyncio.run(run(prompts, methods, args.db or Path(tmp) / "bench.duckdb"))
-    summary = {"set": args.set, "prompts": len(prompts), "methods": {m: summarise(r) for m, r in rows.items()},
+    summary = {"set": args.set, "prompts": len(prompts), "layout": AGENTWRITE.layout, "methods": {m: summarise(r) for m, r in rows.items()},
                "rows": rows}
     goal = summary["methods"].get("agentwrite")
     if goal:
@@ -162,6 +167,8 @@ def main() -> None:
                            "bounds_obeyed_ge_0.9": (goal["bounds_obeyed"] or 0) >= 0.9}
     args.out.mkdir(parents=True, exist_ok=True)
     name = f"length_fidelity-{args.ids.replace(',', '+')}.json" if args.ids else "length_fidelity.json"
+    if args.layout:
+        name = name.replace(".json", f"-{args.layout}.json")
     (args.out / name).write_text(json.dumps(summary, indent=2, ensure_ascii=False))
     for method, s in summary["methods"].items():
         print(f"\n{method}: median S_l {s['median_s_l']}, mean {s['mean_s_l']}, min {s['min_s_l']},"

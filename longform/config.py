@@ -129,12 +129,13 @@ class AgentWriteConfig(_Section):
     # plan is done and the answer is still short of it. Off: LongWriter's open loop.
     length_control: bool = True
     max_extra_sections: int = Field(3, ge=0)
-    # How a section request is laid out. "conversation": the sample is one chat (the plan request and
-    # its answer, then a turn per section with each answer kept verbatim), so every request begins with
-    # the previous one and its answer, and a server's prefix cache already holds the text written so
-    # far. "single_message": LongWriter's own layout, one user message carrying the instruction, the
-    # plan and the whole text so far, which a prefix cache cannot reuse past the text's start.
-    layout: Literal["conversation", "single_message"] = "conversation"
+    # How a section request is laid out (writers/agentwrite.py says more). "single_message": LongWriter's
+    # own, one user message holding the instruction, the plan, the text so far and which paragraph to
+    # write; a prefix cache reuses it up to the text so far, so each section is read once more.
+    # "continuation": one fixed message (instruction and plan) and the text so far as the start of the
+    # assistant's answer, which the model continues: every request extends the previous one, and a
+    # prefix cache reads nothing twice. "conversation": a chat, one user turn per section.
+    layout: Literal["continuation", "single_message", "conversation"] = "continuation"
 
 
 class SelfLengthenConfig(_Section):

@@ -14,6 +14,18 @@ from longform.store import Store
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def pytest_collection_modifyitems(items):
+    """Markers from what a test uses, so `-m "not embedded"` and the like need no list to keep up:
+    `embedded` for the real llama.cpp server, `prefect` for Prefect's test harness. Tests that start
+    these in subprocesses carry the marker themselves; `slow` (over ~10 s here) is set by hand."""
+    for item in items:
+        names = getattr(item, "fixturenames", ())
+        if "embedded" in names:
+            item.add_marker(pytest.mark.embedded)
+        if "prefect" in names:
+            item.add_marker(pytest.mark.prefect)
+
+
 @pytest.fixture(scope="session")
 def embedded() -> Endpoint:
     """The real embedded llama.cpp server, started once for the whole session."""

@@ -1,5 +1,6 @@
 """AgentWrite on the real embedded model, and its failure paths on a faulty server."""
 
+import pytest
 import asyncio
 import json
 
@@ -7,7 +8,7 @@ from longform.config import AgentWriteConfig, GenerationConfig
 from longform.endpoint import Endpoint
 from longform.prompts import Prompt
 from longform.lengths import WORDS
-from writers.agentwrite import _ELIDED, AgentWrite, Draft, _Chat, _Meter
+from writers.agentwrite import _ELIDED, AgentWrite, Draft, _Chat, _Continuation, _Meter
 from writers.outcomes import WriteFailure
 
 from conftest import make_engine
@@ -30,6 +31,7 @@ def _write(endpoint, store, prompts, cfg=TINY):
     return asyncio.run(go())
 
 
+@pytest.mark.slow
 def test_agentwrite_plans_and_writes_sections_in_order(embedded, store):
     prompts = [Prompt("en", "Write a short note about rain.", target_words=70),
                Prompt("zh", "写一篇关于月亮的短文。", target_words=60)]
@@ -84,8 +86,9 @@ def test_short_sections_get_bounded_continuations(store):
     [section] = draft.sections
     assert section.continuations == 2 and len(sent) == 4           # plan + write + 2 continuations, no more
     assert section.text.startswith("ten words")                     # label stripped
-    assert "is not finished" in sent[2]["messages"][-1]["content"]  # the continuation template
-    assert sent[1]["max_tokens"] == 225                             # 100 words × 1.5 tokens/word × 1.5
+    assert sent[2]["messages"][-1]["content"] == sent[1]["messages"][-1]["content"] + "Paragraph 1: ten words " + \
+        "w " * 7 + "\n\n"                                            # the answer so far, continued
+    assert sent[1]["max_tokens"] == 150                             # 100 words × 1.5 tokens/word, no headroom
 
 
 def test_old_text_is_elided_to_fit_the_context_window():
@@ -116,12 +119,14 @@ def _words(n):
 
 
 CLOSED = AgentWriteConfig(max_section_words=1000, max_continuations=0, max_extra_sections=2)
+# LongWriter's layout says each section's words in its message, which these tests read.
+SINGLE = CLOSED.model_copy(update={"layout": "single_message"})
 
 
 def test_words_still_owed_are_reallocated_over_the_sections_left(store):
     with FaultServer() as server:
         server.push(_plan(100, 100, 100), _words(40), _words(130), _words(130))
-        [draft], _ = _write(_fault_endpoint(server), store, [Prompt("p", "x", target_words=300)], cfg=CLOSED)
+        [draft], _ = _write(_fault_endpoint(server), store, [Prompt("p", "x", target_words=300)], cfg=SINGLE)
         sent = [r["messages"][-1]["content"] for r in server.received]
     assert [s.budget_words for s in draft.sections] == [100, 130, 130]   # 260 owed over the two left
     assert [s.planned_words for s in draft.sections] == [100, 100, 100]
@@ -132,7 +137,7 @@ def test_words_still_owed_are_reallocated_over_the_sections_left(store):
 def test_a_short_answer_gets_extra_sections_until_it_is_in_band(store):
     with FaultServer() as server:
         server.push(_plan(200), _words(60), _words(80), _words(50))
-        [draft], _ = _write(_fault_endpoint(server), store, [Prompt("p", "x", target_words=200)], cfg=CLOSED)
+        [draft], _ = _write(_fault_endpoint(server), store, [Prompt("p", "x", target_words=200)], cfg=SINGLE)
         sent = [r["messages"][-1]["content"] for r in server.received]
     assert [s.words for s in draft.sections] == [60, 80, 50]           # 190 is inside 180..220: stop
     assert [s.planned_words for s in draft.sections] == [200, 0, 0]
@@ -198,7 +203,7 @@ def test_a_sample_is_one_chat_so_each_request_extends_the_last(store):
     with FaultServer() as server:
         server.push(_plan(30, 30, 30), *(ok(a) for a in answers))
         [draft], _ = _write(_fault_endpoint(server), store, [Prompt("p", "Write about tea.", target_words=90)],
-                            cfg=CLOSED)
+                            cfg=CLOSED.model_copy(update={"layout": "conversation"}))
         sent = [r["messages"] for r in server.received]
     assert len(sent) == 4 and draft.sections[0].text.startswith("the first one")
     for before, after, answer in zip(sent, sent[1:], [server_plan_text(sent), *answers]):
@@ -241,3 +246,46 @@ def test_a_chat_too_long_for_the_window_drops_its_oldest_turns_a_block_at_a_time
     extends = sum(after[:len(before)] == before for before, after in zip(asked, asked[1:]))
     cuts = len(asked) - 1 - extends
     assert cuts >= 1 and extends >= 2 * cuts   # one turn at a time would cut at every request
+
+
+def test_reallocated_budgets_size_each_continued_sections_token_cap(store):
+    with FaultServer() as server:
+        server.push(_plan(100, 100, 100), _words(40), _words(130), _words(130))
+        [draft], _ = _write(_fault_endpoint(server), store, [Prompt("p", "x", target_words=300)], cfg=CLOSED)
+        caps = [r["max_tokens"] for r in server.received][1:]
+    assert [s.budget_words for s in draft.sections] == [100, 130, 130]
+    # 1.5 tokens a word until 20 words are measured, then the sample's own ratio (1 here), no headroom.
+    assert caps == [150, 130, 130]
+
+
+def test_the_continuation_layout_asks_each_time_for_more_of_the_same_answer(store):
+    """One fixed message, the text so far (verbatim) as the start of the answer: every request is the
+    one before plus its answer, so a prefix cache reads no written token twice."""
+    cfg = CLOSED
+    answers = ["Paragraph 1: tea grows on hills. " + "a " * 25, "b " * 30, "c " * 30]
+    with FaultServer() as server:
+        server.push(_plan(30, 30, 30), *(ok(a) for a in answers))
+        [draft], _ = _write(_fault_endpoint(server), store, [Prompt("p", "Write about tea.", target_words=90)], cfg=cfg)
+        sent = [r["messages"] for r in server.received][1:]
+    assert len(sent) == 3 and all(len(m) == 2 and m[1]["role"] == "assistant" for m in sent)
+    assert len({m[0]["content"] for m in sent}) == 1 and "Write about tea." in sent[0][0]["content"]
+    prefixes = [m[1]["content"] for m in sent]
+    assert prefixes[0] == ""
+    assert prefixes[1] == answers[0] + "\n\n" and prefixes[2] == prefixes[1] + answers[1] + "\n\n"
+    assert draft.sections[0].text.startswith("tea grows") and [s.words for s in draft.sections] == [29, 30, 30]
+
+
+def test_a_cut_paragraph_is_continued_in_place_and_old_text_elided_in_blocks():
+    meter = _Meter(tokens_per_word=1.5, headroom=1.5, context_window=1000)
+    cont = _Continuation("INSTRUCTION AND PLAN", meter)
+    prefixes = []
+    for i in range(30):
+        cont.ask("", max_tokens=100, joined=i == 1)
+        prefixes.append(cont.prefix)
+        cont.answered("", f"Part {i} " + "word " * 30)
+    assert prefixes[2].startswith("Part 0 ") and "word Part 1 " in prefixes[2]     # continued in place
+    assert all((len(p) + len("INSTRUCTION AND PLAN")) * meter.tokens_per_char() + 16 <= 1000 - 100 - 64
+               for p in prefixes)
+    assert cont.elided and prefixes[-1].startswith(_ELIDED) and "Part 0 " not in prefixes[-1]
+    extends = sum(b.startswith(a) for a, b in zip(prefixes, prefixes[1:]))
+    assert extends >= 2 * (len(prefixes) - 1 - extends)   # one paragraph at a time would cut at every request

@@ -14,6 +14,8 @@ from helpers import remote_build, rows, tiny_build
 
 
 
+@pytest.mark.slow
+@pytest.mark.embedded
 def test_build_stores_everything_and_a_rerun_sends_nothing(prefect, tmp_path):
     config = tiny_build(tmp_path)
     db = tmp_path / "corpus.duckdb"
@@ -74,6 +76,8 @@ def test_build_stores_everything_and_a_rerun_sends_nothing(prefect, tmp_path):
     assert rows(db, "select count(*) from samples") == [(samples,)]
 
 
+@pytest.mark.slow
+@pytest.mark.embedded
 def test_judged_build_stores_verdicts_fits_and_decisions(prefect, tmp_path):
     config = tiny_build(tmp_path, name="judged")
     config.write_text(config.read_text().replace('out_dir', 'samples_per_prompt = 2\nout_dir', 1)

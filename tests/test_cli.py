@@ -1,5 +1,6 @@
 """The `longform` command as a user runs it: a real process, real exit codes, real output."""
 
+import pytest
 import os
 import subprocess
 import sys
@@ -74,6 +75,8 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path):
     assert not (tmp_path / "corpus.duckdb").exists()  # nothing was started for bad input
 
 
+@pytest.mark.slow
+@pytest.mark.embedded
 def test_endpoint_down_at_start_is_one_line_and_recorded(tmp_path):
     config = tiny_build(tmp_path)
     down = tmp_path / "down.toml"
@@ -85,6 +88,8 @@ def test_endpoint_down_at_start_is_one_line_and_recorded(tmp_path):
         assert store.query("select status from runs")[1] == [("failed",)]
 
 
+@pytest.mark.slow
+@pytest.mark.embedded
 def test_build_then_query_then_rebuild_from_cache(tmp_path):
     config = tiny_build(tmp_path)
     db = tmp_path / "corpus.duckdb"

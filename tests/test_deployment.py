@@ -1,5 +1,6 @@
 """A scheduled deployment on a real `prefect server`, triggered with `prefect deployment run`."""
 
+import pytest
 import os
 import re
 import signal
@@ -51,6 +52,7 @@ def _runs(db: Path) -> list[tuple]:
         con.close()
 
 
+@pytest.mark.slow
 def test_served_deployment_runs_when_triggered(tmp_path):
     port = _free_port()
     api = f"http://127.0.0.1:{port}/api"

@@ -1,5 +1,6 @@
 """The real embedded llama.cpp server, through the engine."""
 
+import pytest
 import asyncio
 import json
 import os
@@ -57,6 +58,8 @@ def test_a_repeated_request_is_answered_from_the_cache(embedded, store):
 _CHILD = """
 import sys, time
 from longform.embedded import EmbeddedServer
+
+pytestmark = pytest.mark.embedded  # the model's weights, in llama.cpp or transformers
 server = EmbeddedServer().start()
 print(server.pid, flush=True)
 time.sleep(600)

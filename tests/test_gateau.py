@@ -6,6 +6,8 @@ import pytest
 from judges.gateau import GateauScorer, Measured, Sample, combine
 from longform.hf_model import load_causal_lm
 
+pytestmark = pytest.mark.embedded  # the model's weights, in llama.cpp or transformers
+
 FACTS = ("Captain Orla Vexmire commanded the freighter Quillon-7, which left Port Tesmar with 4,817 crates"
          " of saffron and a crew of nineteen.")
 FILLER = ("The sea was calm for most of the morning. Gulls followed the wake, and the deck smelled of salt"
@@ -25,6 +27,7 @@ def scorer():
     return GateauScorer(model, tokenizer, window=48, max_segments=4, batch_size=4)
 
 
+@pytest.mark.slow
 def test_hmg_is_higher_when_later_paragraphs_need_the_first(scorer):
     reuses = Sample("reuses", "Write a short story about a cargo ship.", (FACTS, FILLER, FILLER, LATER_REUSES))
     own = Sample("own", "Write a short story about a cargo ship.", (FACTS, FILLER, FILLER, LATER_OWN))
@@ -68,6 +71,7 @@ def narrow():
     return GateauScorer(model, tokenizer, window=48, max_segments=4, batch_size=4, max_tokens=160, cam_probe=64)
 
 
+@pytest.mark.slow
 def test_an_answer_several_times_longer_than_max_tokens_is_scored_on_windows(narrow):
     long = Sample("long", "Write a long story about a cargo ship.",
                   (FACTS, *[FILLER] * 8, LATER_REUSES, *[FILLER] * 4, LATER_REUSES))
@@ -81,6 +85,7 @@ def test_an_answer_several_times_longer_than_max_tokens_is_scored_on_windows(nar
     assert narrow.cost.tokens["full"] >= m.scored_tokens
 
 
+@pytest.mark.slow
 def test_a_sample_that_cannot_be_scored_gets_a_row_and_the_selection_goes_on(narrow):
     from judges.gateau_selection import rank
     from longform.config import GateauConfig

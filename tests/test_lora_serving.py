@@ -38,6 +38,7 @@ max_length = 128
     return config
 
 
+@pytest.mark.slow
 def test_retrained_roles_are_loaded_into_the_running_vllm_server_and_write_the_next_iteration(prefect, tmp_path):
     with FaultServer(lora=True) as server:
         server.answer = distinct_words

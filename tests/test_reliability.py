@@ -30,6 +30,7 @@ def _wait_for(predicate, timeout: float = 120.0) -> None:
         time.sleep(0.01)
 
 
+@pytest.mark.slow
 def test_kill_9_at_any_moment_then_resume_exactly(tmp_path, prefect):
     env = {"PREFECT_API_URL": prefect}
     concurrency, n_prompts = 4, 16
@@ -66,6 +67,7 @@ def test_kill_9_at_any_moment_then_resume_exactly(tmp_path, prefect):
     assert statuses == [("finished", 1), ("interrupted", len(kills))]
 
 
+@pytest.mark.slow
 def test_first_ctrl_c_stops_sending_and_keeps_answers_in_flight(tmp_path, prefect):
     env = {"PREFECT_API_URL": prefect}
     with FaultServer(realistic=True, delay_s=0.5) as server:
@@ -166,6 +168,8 @@ def _children(pid: int) -> list[int]:
         return []
 
 
+@pytest.mark.slow
+@pytest.mark.embedded
 def test_ctrl_c_stops_the_embedded_server(tmp_path, prefect):
     from helpers import tiny_build
 
@@ -187,6 +191,7 @@ def test_ctrl_c_stops_the_embedded_server(tmp_path, prefect):
     assert rows(tmp_path / "corpus.duckdb", "select status from runs") == [("interrupted",)]
 
 
+@pytest.mark.slow
 def test_query_and_status_answer_while_a_build_runs(tmp_path, prefect):
     env = {"PREFECT_API_URL": prefect}
     db = tmp_path / "corpus.duckdb"
@@ -263,6 +268,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
+@pytest.mark.slow
 def test_kill_9_leaves_no_process_of_the_build_behind(tmp_path):
     # No PREFECT_API_URL: the build runs its own local Prefect server, as a new user's does.
     with FaultServer(realistic=True, delay_s=0.3) as server:
@@ -277,6 +283,7 @@ def test_kill_9_leaves_no_process_of_the_build_behind(tmp_path):
         _wait_for(lambda: not any(_alive(p) for p in spawned), timeout=30)
 
 
+@pytest.mark.slow
 def test_a_failed_late_stage_keeps_the_build_and_a_rerun_redoes_only_that_stage(tmp_path, prefect):
     env = {"PREFECT_API_URL": prefect}
     db = tmp_path / "corpus.duckdb"

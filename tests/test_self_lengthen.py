@@ -1,5 +1,6 @@
 """Self-Lengthen: its splitting and keeping rules, noise, and real rounds on the embedded model."""
 
+import pytest
 import asyncio
 import json
 from pathlib import Path
@@ -82,6 +83,7 @@ def test_a_chain_that_does_not_grow_enough_is_a_failure_with_its_steps(store):
     assert [r["role"] for r in result.extra["lengthen_steps"]] == ["generator", "extender"]
 
 
+@pytest.mark.slow
 def test_one_real_extension_round(embedded, store):
     engine = make_engine(embedded, store, concurrency=1)
     cfg = SelfLengthenConfig(rounds=1, min_growth=1.0, generator_max_tokens=60, round_max_tokens=200,
@@ -114,6 +116,8 @@ def test_one_real_extension_round(embedded, store):
 
 
 
+@pytest.mark.slow
+@pytest.mark.embedded
 def test_a_self_lengthen_build_retrains_its_roles_stores_lineage_and_reruns_from_cache(prefect, tmp_path):
     config = tiny_build(tmp_path, name="sl")
     config.write_text(config.read_text().replace("[agentwrite]", """[writers]

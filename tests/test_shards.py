@@ -29,6 +29,7 @@ def _outcome(db: Path, out: Path) -> dict:
     }
 
 
+@pytest.mark.slow
 def test_a_local_sharded_build_equals_the_unsharded_one_and_merges_idempotently(tmp_path, prefect):
     with FaultServer(realistic=True) as a, FaultServer(realistic=True) as b:
         (tmp_path / "whole").mkdir()
@@ -92,6 +93,7 @@ def test_sharded_build_refuses_bad_input_in_one_line(tmp_path):
         assert store.query("select count(*) from runs")[1] == before
 
 
+@pytest.mark.slow
 def test_shards_on_prefect_workers_survive_a_killed_worker(tmp_path):
     """A real `prefect server start`, a process work pool, two workers: one is killed with its shard
     half done; the same command, run again, completes it with nothing duplicated."""

@@ -10,6 +10,8 @@ from flows.build import build
 
 from helpers import longform, rows, tiny_build
 
+pytestmark = pytest.mark.embedded  # the model's weights, in llama.cpp or transformers
+
 
 
 def _run(*args, cwd):
@@ -49,6 +51,7 @@ max_length = 256
     return tmp, config, summary
 
 
+@pytest.mark.slow
 def test_export_train_and_eval_length(judged):
     tmp, config, summary = judged
     db = tmp / "corpus.duckdb"
@@ -107,6 +110,7 @@ def test_export_train_and_eval_length(judged):
     assert all(0 < tokens <= 24 and 0 <= score <= 100 for *_, score, tokens in evals)
 
 
+@pytest.mark.slow
 def test_gateau_select_from_the_cli_then_a_lora_trained_on_its_export(judged):
     """`longform select --method gateau` ranks what the SFT policy kept and keeps the top one; the
     export then takes GATEAU's pick, and `train --lora` trains an adapter on it."""
@@ -138,6 +142,7 @@ def test_gateau_select_from_the_cli_then_a_lora_trained_on_its_export(judged):
     assert json.loads(lora)["r"] > 0
 
 
+@pytest.mark.slow
 def test_training_refuses_bad_input_in_one_line(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("[train.sft]\nlearning_rat = 0.1\n")

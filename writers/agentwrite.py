@@ -122,6 +122,10 @@ class AgentWrite:
             # The same three requests as turns of the sample's chat (see the module docstring).
             self._write_template, self._continue_template, self._extend_template = (
                 templates.load(_TEMPLATES, f"agentwrite_turn_{kind}") for kind in ("write", "continue", "extend"))
+        elif cfg.layout == "continuation":
+            # One message for every request of a sample; the text so far is the answer's start.
+            self._write_template = self._continue_template = self._extend_template = \
+                templates.load(_TEMPLATES, "agentwrite_write_all")
         self._structured = structured
 
     def fingerprint(self) -> dict:
@@ -146,7 +150,10 @@ class AgentWrite:
     async def write(self, prompt: Prompt, sample_index: int) -> Draft | WriteFailure:
         sample_id = self.sample_id(prompt, sample_index)
         spec = self.spec(prompt)
-        meter = _Meter(self._cfg.tokens_per_word, self._cfg.headroom, self._engine.endpoint.context_window)
+        # In the continuation layout nothing tells the model how long a section should be: it writes
+        # on until its token cap, so the cap is the section's budget, with no headroom above it.
+        headroom = 1.0 if self._cfg.layout == "continuation" else self._cfg.headroom
+        meter = _Meter(self._cfg.tokens_per_word, headroom, self._engine.endpoint.context_window)
         stage = "plan"
         try:
             plan = await self._plan(prompt, sample_index, spec.aim, meter)
@@ -179,7 +186,12 @@ class AgentWrite:
         steps, plan_source = parsed
         budgeted = allocate(steps, required, max_steps=self._cfg.max_steps,
                             max_section_words=self._cfg.max_section_words)
-        chat = _Chat(content, answer.text, meter) if self._cfg.layout == "conversation" else None
+        chat = None
+        if self._cfg.layout == "conversation":
+            chat = _Chat(content, answer.text, meter)
+        elif self._cfg.layout == "continuation":
+            chat = _Continuation(self._write_template.render(instruction=prompt.instruction,
+                                                             plan=render_plan(budgeted)), meter)
         return budgeted, plan_source, chat
 
     async def _write_sections(self, prompt: Prompt, sample_index: int, steps: list[Step], spec: LengthSpec,
@@ -259,11 +271,13 @@ class AgentWrite:
                 elided = elided or meter.elided
             else:
                 content = template.render(**values, words=words)
-                messages = chat.ask(content, max_tokens)
+                messages = chat.ask(content, max_tokens, joined=finish == "length")
                 elided = elided or chat.elided
             answer = await self._ask("write", messages, max_tokens, prompt, sample_index, template,
-                                     words_left=words_left - written, section=idx)
-            meter.observe_prompt("".join(m["content"] for m in messages), answer)
+                                     words_left=words_left - written, section=idx,
+                                     assistant_prefix=getattr(chat, "prefix", None))
+            meter.observe_prompt("".join(m["content"] for m in messages) + (getattr(chat, "prefix", None) or ""),
+                                 answer)
             if chat is not None:
                 chat.answered(content, answer.text)
             piece = strip_label(answer.text)
@@ -285,8 +299,9 @@ class AgentWrite:
 
     async def _ask(self, stage: str, content: str | list[dict], max_tokens: int, prompt: Prompt, sample_index: int,
                    template: templates.PromptTemplate, json_schema: dict | None = None,
-                   words_left: int = 0, section: int | None = None) -> Completion:
+                   words_left: int = 0, section: int | None = None, assistant_prefix: str | None = None) -> Completion:
         return await self._engine.complete(ChatRequest(
+            assistant_prefix=assistant_prefix,
             stage=stage,
             messages=[{"role": "user", "content": content}] if isinstance(content, str) else content,
             max_tokens=max_tokens,
@@ -410,7 +425,9 @@ class _Chat:
     def elided(self) -> bool:
         return self._dropped > 0
 
-    def ask(self, turn: str, max_tokens: int) -> list[dict]:
+    prefix = None  # nothing of the answer is given: each turn is answered anew
+
+    def ask(self, turn: str, max_tokens: int, joined: bool = False) -> list[dict]:
         """The messages of the next request, ending with `turn`."""
         budget = self._meter.context - max_tokens - 64
         if self._tokens(turn, self._dropped) > budget:
@@ -428,6 +445,47 @@ class _Chat:
     def _tokens(self, turn: str, dropped: int) -> float:
         texts = [m["content"] for m in self._head] + [t for pair in self._turns[dropped:] for t in pair] + [turn]
         return sum(len(t) for t in texts) * self._meter.tokens_per_char() + self._TURN_TOKENS * len(texts)
+
+
+class _Continuation:
+    """A sample written as one answer continued (the "continuation" layout): every request is the
+    same user message (instruction and plan) with the text written so far, verbatim, as the start
+    of the assistant's answer. Each request is the previous one plus its answer, so a prefix cache
+    never reads a written token twice. A paragraph cut at its token cap is continued in place; a
+    new one starts after a blank line. When the text outgrows the window, its oldest part is
+    replaced by an omission mark, a quarter of the window at a time, so later requests again share
+    a prefix.
+    """
+
+    def __init__(self, message: str, meter: "_Meter"):
+        self._messages = [{"role": "user", "content": message}]
+        self._meter = meter
+        self._text = ""        # every answer, verbatim, with the separators they were asked with
+        self._start = 0        # where the part still shown starts
+        self.prefix = ""
+
+    @property
+    def elided(self) -> bool:
+        return self._start > 0
+
+    def ask(self, turn: str, max_tokens: int, joined: bool = False) -> list[dict]:
+        if self._text:
+            # A paragraph cut at its token cap goes on exactly where it stopped.
+            self._text += "" if joined else "\n\n"
+        budget = self._meter.context - max_tokens - 64
+        tpc = self._meter.tokens_per_char()
+        fixed = len(self._messages[0]["content"]) * tpc + 16
+        if fixed + (len(self._text) - self._start) * tpc > budget:
+            keep = max(0, int((budget - self._meter.context // 4 - fixed) / tpc))
+            cut = len(self._text) - keep
+            boundary = self._text.find("\n\n", cut)
+            self._start = boundary + 2 if 0 <= boundary < cut + keep // 2 else cut
+        shown = self._text[self._start:]
+        self.prefix = (_ELIDED + shown) if self._start else shown
+        return self._messages
+
+    def answered(self, turn: str, answer: str) -> None:
+        self._text += answer
 
 
 _ECHOED_PLAN_LINE = re.compile(r"^\W*(?:paragraph|段落)\s*\d+\b.*(?:main point|word count|字数).*$", re.IGNORECASE)
