@@ -99,7 +99,8 @@ class EmbeddedServer:
 
     def start(self) -> "EmbeddedServer":
         self._server = OwnedServer("embedded server", [
-            sys.executable, "-m", "llama_cpp.server",
+            # llama-cpp-python's server, with its log-probabilities computed on demand (llama_server.py).
+            sys.executable, "-m", "longform.llama_server",
             "--model", str(self.model_path),
             "--model_alias", MODEL_ALIAS,
             "--host", "127.0.0.1",

@@ -1,9 +1,9 @@
 """AgentWrite on the real embedded model, and its failure paths on a faulty server."""
 
-import pytest
 import asyncio
 import json
 
+import pytest
 from longform.config import AgentWriteConfig, GenerationConfig
 from longform.endpoint import Endpoint
 from longform.prompts import Prompt
@@ -289,3 +289,28 @@ def test_a_cut_paragraph_is_continued_in_place_and_old_text_elided_in_blocks():
     assert cont.elided and prefixes[-1].startswith(_ELIDED) and "Part 0 " not in prefixes[-1]
     extends = sum(b.startswith(a) for a, b in zip(prefixes, prefixes[1:]))
     assert extends >= 2 * (len(prefixes) - 1 - extends)   # one paragraph at a time would cut at every request
+
+
+def test_an_endpoint_that_cannot_continue_an_answer_gets_longwriters_layout(store):
+    endpoint = Endpoint("http://127.0.0.1:9/v1", "m", "json_schema", 8192, continuation="none")
+    writer = AgentWrite(make_engine(endpoint, store), CLOSED, GenerationConfig(), seed=0)
+    assert writer.layout == "single_message" and writer.fingerprint()["agentwrite"]["layout"] == "single_message"
+    assert AgentWrite(make_engine(_fault_endpoint_at("http://127.0.0.1:9"), store), CLOSED, GenerationConfig(),
+                      seed=0).layout == "continuation"
+
+
+def _fault_endpoint_at(url):
+    return Endpoint(url + "/v1", "m", "json_schema", 8192)
+
+
+def test_where_the_model_ends_its_piece_early_the_section_is_asked_for_by_name(store):
+    """An empty continuation (the model's end of sequence right away) is not a failed sample: that
+    section is asked for in LongWriter's form, and the continuation goes on after it."""
+    with FaultServer() as server:
+        server.push(_plan(50, 50), _words(50), ok(""), _words(50))
+        [draft], _ = _write(_fault_endpoint(server), store, [Prompt("p", "Write about tea.", target_words=100)],
+                            cfg=CLOSED)
+        sent = [r["messages"] for r in server.received]
+    assert not isinstance(draft, WriteFailure) and [s.words for s in draft.sections] == [50, 50]
+    assert sent[2][-1]["role"] == "assistant"                                 # the continuation that ended
+    assert len(sent[3]) == 1 and "Now write paragraph 2 of the plan: point 1" in sent[3][0]["content"]

@@ -1,11 +1,11 @@
 """The `longform` command as a user runs it: a real process, real exit codes, real output."""
 
-import pytest
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from longform.store import Store
 
 from helpers import tiny_build

@@ -1,6 +1,5 @@
 """A scheduled deployment on a real `prefect server`, triggered with `prefect deployment run`."""
 
-import pytest
 import os
 import re
 import signal
@@ -10,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import duckdb
 import httpx
 

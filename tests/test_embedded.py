@@ -1,6 +1,5 @@
 """The real embedded llama.cpp server, through the engine."""
 
-import pytest
 import asyncio
 import json
 import os
@@ -9,10 +8,13 @@ import subprocess
 import sys
 import time
 
+import pytest
 from longform.engine import ChatRequest
 from writers.plan import PLAN_SCHEMA, parse_plan
 
 from conftest import make_engine
+
+pytestmark = pytest.mark.embedded  # the model's weights, in llama.cpp or transformers
 
 
 def _ask(engine, *requests):
@@ -58,8 +60,6 @@ def test_a_repeated_request_is_answered_from_the_cache(embedded, store):
 _CHILD = """
 import sys, time
 from longform.embedded import EmbeddedServer
-
-pytestmark = pytest.mark.embedded  # the model's weights, in llama.cpp or transformers
 server = EmbeddedServer().start()
 print(server.pid, flush=True)
 time.sleep(600)
@@ -106,3 +106,20 @@ def test_continuing_an_assistant_prefix(embedded, store):
     [(request_id,)] = store.query("select request_id from requests where stage = 'continue'")[1]
     sent = store.request_document(request_id)
     assert sent["prompt"].endswith("<|im_start|>assistant\n" + prefix) and "messages" not in sent
+
+
+def test_the_servers_logprobs_are_llama_cpps_own_computed_row_by_row():
+    """longform/llama_server.py: the same log-softmax, for the rows read, as Python floats."""
+    import numpy as np
+    from llama_cpp import Llama
+
+    from longform import llama_server
+
+    logits = np.random.default_rng(0).normal(size=(40, 300)).astype(np.single)
+    whole = llama_server._log_softmax(logits)
+    rows = Llama.logits_to_logprobs(logits)[35:]
+    assert Llama.logits_to_logprobs is not llama_server._log_softmax and len(rows) == 5
+    got = list(rows)
+    assert all(isinstance(r, list) and isinstance(r[0], float) for r in got)
+    assert np.allclose(np.array(got), whole[35:], atol=1e-6)
+    assert np.allclose(Llama.logits_to_logprobs(logits[0]), whole[0], atol=1e-6)   # one row: unchanged

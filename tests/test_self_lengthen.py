@@ -1,10 +1,10 @@
 """Self-Lengthen: its splitting and keeping rules, noise, and real rounds on the embedded model."""
 
-import pytest
 import asyncio
 import json
 from pathlib import Path
 
+import pytest
 from datasets import load_dataset
 
 from flows.build import build

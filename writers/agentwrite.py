@@ -11,16 +11,22 @@ gets extra sections (`max_extra_sections`). Why it stopped is stored (`length_st
 so far no longer fits the model's context window, its oldest part is elided; the plan keeps the
 whole structure visible.
 
-Two layouts (`[agentwrite] layout`). LongWriter's ("single_message") sends every section request as
-one user message holding the instruction, the plan and the whole text so far. The default
-("conversation") writes a sample as one chat: the plan request and its answer, then one user turn per
-section request, each answer kept verbatim as the assistant's turn. Both show the model the same
-things; but in the chat every request begins with the previous request and its answer, so a server
-with a prefix cache (llama.cpp's slot, vLLM's and SGLang's prefix caching) prefills only the new
-turn, where LongWriter's layout makes it prefill everything written so far again for every section
-(benchmarks/embedded_speed.py measures the difference). When the chat outgrows the context window,
-its oldest section turns are left out, a block at a time, so the requests after a cut share a
-prefix again.
+Three layouts (`[agentwrite] layout`), each showing the model the instruction, the plan and the
+text so far. What differs is what a server with a prefix cache (llama.cpp's slot, vLLM's and
+SGLang's prefix caching) can reuse from one request of a sample to the next:
+- "continuation" (the default): one fixed user message (instruction and plan) and the text so far,
+  verbatim, as the start of the assistant's answer, which the model continues; each request is the
+  previous one plus its answer, so no written token is read twice. Nothing in it names the section:
+  the token cap is the section's budget (no headroom), and the model follows the plan's order.
+- "single_message": LongWriter's own, one user message with the text so far followed by which
+  paragraph to write and how long; the cache reuses it up to the text so far, so each section is
+  read once more by the next request.
+- "conversation": the plan request and its answer, then one user turn per section with each answer
+  kept verbatim; as cheap as the continuation, but SmolLM2-135M copies its previous turn in it
+  (benchmarks/embedded_speed.py, issue 24's note), so it is for larger models.
+On the embedded model the continuation writes closer to the asked length than LongWriter's layout
+(benchmarks/length_fidelity.py --layout). When the text outgrows the context window, its oldest
+part is left out a quarter of the window at a time, so the requests after a cut share a prefix again.
 
 A sample's steps run in order; many samples run at once, each advancing as soon as its previous
 request returns. Everything that fails becomes a `WriteFailure`, never text.
@@ -118,11 +124,18 @@ class AgentWrite:
         self._write_template = templates.load(_TEMPLATES, "agentwrite_write")
         self._continue_template = templates.load(_TEMPLATES, "agentwrite_continue")
         self._extend_template = templates.load(_TEMPLATES, "agentwrite_extend")
-        if cfg.layout == "conversation":
+        # LongWriter's own requests, which name the section: the continuation layout falls back on them
+        # where the model ends its piece before the plan and the length are done.
+        self._single = (self._write_template, self._continue_template, self._extend_template)
+        # An endpoint that cannot continue an assistant message ([endpoint] continuation = "none")
+        # gets LongWriter's layout instead of the continuation.
+        self.layout = "single_message" if cfg.layout == "continuation" and \
+            engine.endpoint.continuation == "none" else cfg.layout
+        if self.layout == "conversation":
             # The same three requests as turns of the sample's chat (see the module docstring).
             self._write_template, self._continue_template, self._extend_template = (
                 templates.load(_TEMPLATES, f"agentwrite_turn_{kind}") for kind in ("write", "continue", "extend"))
-        elif cfg.layout == "continuation":
+        elif self.layout == "continuation":
             # One message for every request of a sample; the text so far is the answer's start.
             self._write_template = self._continue_template = self._extend_template = \
                 templates.load(_TEMPLATES, "agentwrite_write_all")
@@ -133,11 +146,12 @@ class AgentWrite:
         return {
             "writer": WRITER,
             "model": self._engine.model,
-            "agentwrite": self._cfg.model_dump(mode="json"),
+            "agentwrite": {**self._cfg.model_dump(mode="json"), "layout": self.layout},
             "generation": self._gen.model_dump(mode="json"),
             "seed": self._seed,
             "templates": [t.identity for t in (self._plan_template, self._write_template, self._continue_template,
-                                               self._extend_template)],
+                                               self._extend_template)]
+            + ([t.identity for t in self._single] if self.layout == "continuation" else []),
         }
 
     @property
@@ -152,7 +166,7 @@ class AgentWrite:
         spec = self.spec(prompt)
         # In the continuation layout nothing tells the model how long a section should be: it writes
         # on until its token cap, so the cap is the section's budget, with no headroom above it.
-        headroom = 1.0 if self._cfg.layout == "continuation" else self._cfg.headroom
+        headroom = 1.0 if self.layout == "continuation" else self._cfg.headroom
         meter = _Meter(self._cfg.tokens_per_word, headroom, self._engine.endpoint.context_window)
         stage = "plan"
         try:
@@ -187,9 +201,9 @@ class AgentWrite:
         budgeted = allocate(steps, required, max_steps=self._cfg.max_steps,
                             max_section_words=self._cfg.max_section_words)
         chat = None
-        if self._cfg.layout == "conversation":
+        if self.layout == "conversation":
             chat = _Chat(content, answer.text, meter)
-        elif self._cfg.layout == "continuation":
+        elif self.layout == "continuation":
             chat = _Continuation(self._write_template.render(instruction=prompt.instruction,
                                                              plan=render_plan(budgeted)), meter)
         return budgeted, plan_source, chat
@@ -237,6 +251,7 @@ class AgentWrite:
             section = await self._section(prompt, sample_index, len(sections), "(added by length control)", 0,
                                           budget, values, sections, meter, chat, words_left=spec.aim - total,
                                           room=high - total, pair=(self._extend_template,) * 2,
+                                          fallback=(self._single[2],) * 2,
                                           hard=None if ceiling is None else ceiling - total)
             if not section.text:
                 return sections, "extra_section_empty"
@@ -252,10 +267,12 @@ class AgentWrite:
                        budget: int, values: dict, before: list[Section], meter: "_Meter", chat: "_Chat | None", *,
                        words_left: int,
                        room: int | None, pair: tuple[templates.PromptTemplate, templates.PromptTemplate] | None = None,
+                       fallback: tuple[templates.PromptTemplate, templates.PromptTemplate] | None = None,
                        hard: int | None = None) -> "_Written":
         """One section: its first request, then continuations while it is far short of its budget
         (and, under length control, while the answer has room left in its band)."""
         first, then = pair or (self._write_template, self._continue_template)
+        fallback = fallback or self._single[:2]
         text, continuations, finish, tokens_out, elided = "", 0, None, 0, False
         while True:
             written = WORDS(text)
@@ -273,11 +290,23 @@ class AgentWrite:
                 content = template.render(**values, words=words)
                 messages = chat.ask(content, max_tokens, joined=finish == "length")
                 elided = elided or chat.elided
-            answer = await self._ask("write", messages, max_tokens, prompt, sample_index, template,
-                                     words_left=words_left - written, section=idx,
-                                     assistant_prefix=getattr(chat, "prefix", None))
-            meter.observe_prompt("".join(m["content"] for m in messages) + (getattr(chat, "prefix", None) or ""),
-                                 answer)
+            prefix = getattr(chat, "prefix", None)
+            try:
+                answer = await self._ask("write", messages, max_tokens, prompt, sample_index, template,
+                                         words_left=words_left - written, section=idx, assistant_prefix=prefix)
+            except RequestFailed as e:
+                if prefix is None or e.reason != "empty_content":
+                    raise
+                # The model ended its piece here (nothing but the end of sequence). Ask for this section
+                # in LongWriter's form, which names it and its length; the answer goes on from there.
+                template = fallback[1] if text else fallback[0]
+                prior = "\n\n".join([s.text for s in before] + ([text] if text else []))
+                messages = [{"role": "user", "content": meter.fit(partial(template.render, **values, words=words),
+                                                                   prior, max_tokens)}]
+                prefix = None
+                answer = await self._ask("write", messages, max_tokens, prompt, sample_index, template,
+                                         words_left=words_left - written, section=idx)
+            meter.observe_prompt("".join(m["content"] for m in messages) + (prefix or ""), answer)
             if chat is not None:
                 chat.answered(content, answer.text)
             piece = strip_label(answer.text)
