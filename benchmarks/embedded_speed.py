@@ -80,7 +80,7 @@ def demo_config(folder: Path, layout: str) -> Path:
     text = text.replace('prompts = "configs/demo_prompts.jsonl"', f'prompts = "{ROOT / "configs" / "demo_prompts.jsonl"}"')
     text = text.replace('db = "datasets_out/corpus.duckdb"', f'db = "{folder / "corpus.duckdb"}"')
     text = text.replace('out_dir = "datasets_out"', f'out_dir = "{folder / "out"}"')
-    if layout != "conversation":
+    if layout != "continuation":
         text = text.replace("[agentwrite]\n", f'[agentwrite]\nlayout = "{layout}"\n', 1)
     path = folder / "demo.toml"
     path.write_text(text, encoding="utf-8")
@@ -121,7 +121,7 @@ def measure_build(db: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--layout", default="conversation", choices=["conversation", "single_message"])
+    parser.add_argument("--layout", default="continuation", choices=["continuation", "single_message", "conversation"])
     parser.add_argument("--keep", type=Path, help="build in this folder and keep it (default: a temporary one)")
     args = parser.parse_args()
 
@@ -190,7 +190,7 @@ def main() -> None:
     print(f"rerun: {rerun['requests_sent']} requests sent, {rerun_wall:.0f} s")
     print("goals: " + ", ".join(f"{k} {'met' if v else 'MISSED'}" for k, v in result["goal"].items()))
     RESULTS.mkdir(exist_ok=True)
-    name = "embedded_speed" if args.layout == "conversation" else f"embedded_speed_{args.layout}"
+    name = "embedded_speed" if args.layout == "continuation" else f"embedded_speed_{args.layout}"
     (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2))
     if not args.keep:
         shutil.rmtree(folder, ignore_errors=True)

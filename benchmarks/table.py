@@ -90,6 +90,21 @@ def rows() -> list[tuple[str, str, str]]:
         out.append(("Embedded llama.cpp: engine tokens/s ÷ a minimal client loop",
                     f"{emb['ratio']:.3f} ({emb['engine_tok_s']} vs {emb['direct_tok_s']} tokens/s)",
                     f"≥ 0.90: {verdict(emb['ratio'] >= 0.90)}"))
+    sp = load("embedded_speed")
+    if sp:
+        out.append((f"Demo build on the embedded model ({sp['layout']} layout, {sp['requests']} requests, "
+                    f"{sp['samples']} samples): prompt tokens prefilled ÷ generated",
+                    f"**{sp['prefilled_per_generated']}** ({sp['prompt_tokens_prefilled']:,} prefilled of "
+                    f"{sp['prompt_tokens_sent']:,} sent; {sp['generated_tokens']:,} generated)",
+                    f"≤ 3: {verdict(sp['prefilled_per_generated'] <= 3)}"))
+        out.append(("Demo build: wall ÷ bound (prompt tokens sent ÷ prefill rate + generated ÷ decode rate)",
+                    f"**{sp['wall_over_bound']}** ({sp['build_wall_s']} s vs {sp['bound_s']} s at "
+                    f"{sp['prefill_tok_s']} / {sp['decode_tok_s']} tokens/s); median S_l {sp['median_length_score']}",
+                    f"≤ 0.9: {verdict(sp['wall_over_bound'] <= 0.9)}"))
+        out.append(("Demo build: wall time; a rerun's requests",
+                    f"{sp['build_wall_s']} s ({sp['command_wall_s']} s for the command); rerun sent "
+                    f"{sp['rerun_requests_sent']}",
+                    f"≤ 360 s, 0: {verdict(sp['build_wall_s'] <= 360 and sp['rerun_requests_sent'] == 0)}"))
     nd = load("near_duplicates")
     if nd:
         out.append((f"Near-duplicates, {nd['subset']['n']} texts: blocked vs all pairs",

@@ -47,12 +47,18 @@ def embedded_model_dir() -> Path:
         raise LongformError(f"{gguf}: converted weights do not match the model "
                             f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
     model.tie_weights()
-    partial = target.with_name(target.name + ".partial")
+    # Written beside the target under this process's own name, then renamed into place: a killed
+    # conversion never leaves a half-written model behind, and two processes converting at once (two
+    # test workers, a build and `longform train`) never write into each other's files.
+    partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
     model.save_pretrained(partial)
     tokenizer.save_pretrained(partial)
+    if (target / "model.safetensors").exists() and (target / "tokenizer_config.json").exists():
+        shutil.rmtree(partial, ignore_errors=True)   # another process finished first
+        return target
     shutil.rmtree(target, ignore_errors=True)
-    partial.rename(target)  # a killed conversion never leaves a half-written model behind
+    partial.rename(target)
     return target
 
 

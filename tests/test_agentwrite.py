@@ -314,3 +314,7 @@ def test_where_the_model_ends_its_piece_early_the_section_is_asked_for_by_name(s
     assert not isinstance(draft, WriteFailure) and [s.words for s in draft.sections] == [50, 50]
     assert sent[2][-1]["role"] == "assistant"                                 # the continuation that ended
     assert len(sent[3]) == 1 and "Now write paragraph 2 of the plan: point 1" in sent[3][0]["content"]
+    with FaultServer() as server:                 # the empty continuation is an answer: a rerun asks nothing
+        [again], _ = _write(_fault_endpoint(server), store, [Prompt("p", "Write about tea.", target_words=100)],
+                            cfg=CLOSED)
+        assert server.received == [] and again.text == draft.text

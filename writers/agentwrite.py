@@ -291,14 +291,12 @@ class AgentWrite:
                 messages = chat.ask(content, max_tokens, joined=finish == "length")
                 elided = elided or chat.elided
             prefix = getattr(chat, "prefix", None)
-            try:
-                answer = await self._ask("write", messages, max_tokens, prompt, sample_index, template,
-                                         words_left=words_left - written, section=idx, assistant_prefix=prefix)
-            except RequestFailed as e:
-                if prefix is None or e.reason != "empty_content":
-                    raise
-                # The model ended its piece here (nothing but the end of sequence). Ask for this section
-                # in LongWriter's form, which names it and its length; the answer goes on from there.
+            answer = await self._ask("write", messages, max_tokens, prompt, sample_index, template,
+                                     words_left=words_left - written, section=idx, assistant_prefix=prefix)
+            if prefix is not None and not answer.text.strip():
+                # The model ended its piece here (nothing but the end of sequence: an answer, cached
+                # as such). Ask for this section in LongWriter's form, which names it and its length;
+                # the continuation goes on from its answer.
                 template = fallback[1] if text else fallback[0]
                 prior = "\n\n".join([s.text for s in before] + ([text] if text else []))
                 messages = [{"role": "user", "content": meter.fit(partial(template.render, **values, words=words),
@@ -331,6 +329,7 @@ class AgentWrite:
                    words_left: int = 0, section: int | None = None, assistant_prefix: str | None = None) -> Completion:
         return await self._engine.complete(ChatRequest(
             assistant_prefix=assistant_prefix,
+            allow_empty=assistant_prefix is not None,
             stage=stage,
             messages=[{"role": "user", "content": content}] if isinstance(content, str) else content,
             max_tokens=max_tokens,

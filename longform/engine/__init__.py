@@ -65,6 +65,9 @@ class ChatRequest:
     # Ask for the log-probabilities of each generated token and its `top_logprobs` alternatives
     # (judges read graded verdicts from them). Part of the body, so of the cache key.
     top_logprobs: int | None = None
+    # An empty answer is an answer here, cached like any other (a continued text the model ends at
+    # once); elsewhere it is an `empty_content` failure, never cached, asked again by a rerun.
+    allow_empty: bool = False
 
 
 # Per generated token: (token, its logprob, {alternative: logprob} for the top alternatives).
@@ -291,7 +294,7 @@ class Engine:
             stats.first_sent = started
         answer, attempts, lane = await self._send(req, key, body, stats, started)
         text, finish, tokens_in, tokens_out, logprobs = answer
-        if not text.strip():
+        if not text.strip() and not req.allow_empty:
             # Never cached: an empty answer is not an answer, and a rerun should ask again.
             self._record(req, key, body, stats, started, attempts, lane, error="empty_content",
                          detail=f"finish_reason={finish}", tokens=(tokens_in, tokens_out))
