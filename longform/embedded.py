@@ -84,7 +84,10 @@ class EmbeddedServer:
             raise LongformError(f"llama-cpp-python is not installed; {_INSTALL_HINT}")
         self.model_path = gguf_path()
         self.context_window = context_window
-        self.n_threads = n_threads or os.cpu_count() or 1
+        # LONGFORM_THREADS: fewer than every core, e.g. for two processes sharing a machine (the test
+        # suite's workers): llama.cpp's threads spin while they wait, and two servers with a thread per
+        # core each run many times slower than one.
+        self.n_threads = n_threads or int(os.environ.get("LONGFORM_THREADS") or 0) or os.cpu_count() or 1
         self.start_timeout_s = start_timeout_s
         self.port = 0
         self._server: OwnedServer | None = None

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -13,17 +14,35 @@ from longform.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# Under pytest-xdist each worker gets its share of the cores, for its embedded servers
+# (LONGFORM_THREADS), torch (OMP_NUM_THREADS) and every subprocess it starts: llama.cpp's and
+# OpenMP's threads spin while they wait, and two workers each using every core run many times
+# slower than both sharing (a tiny build took 328 s instead of 16 s).
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    _share = str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+    os.environ.setdefault("LONGFORM_THREADS", _share)
+    os.environ.setdefault("OMP_NUM_THREADS", _share)
+
 
 def pytest_collection_modifyitems(items):
     """Markers from what a test uses, so `-m "not embedded"` and the like need no list to keep up:
     `embedded` for the real llama.cpp server, `prefect` for Prefect's test harness. Tests that start
-    these in subprocesses carry the marker themselves; `slow` (over ~10 s here) is set by hand."""
+    these in subprocesses carry the marker themselves; `slow` (over ~10 s here) is set by hand.
+
+    Files with the most slow tests run first: xdist hands out files in this order, and a long file
+    started last leaves one worker running it alone at the end."""
     for item in items:
         names = getattr(item, "fixturenames", ())
         if "embedded" in names:
             item.add_marker(pytest.mark.embedded)
         if "prefect" in names:
             item.add_marker(pytest.mark.prefect)
+    slow_per_file: dict[str, int] = {}
+    for item in items:
+        slow_per_file[item.fspath.strpath] = slow_per_file.get(item.fspath.strpath, 0) + \
+            (item.get_closest_marker("slow") is not None)
+    order = {item: i for i, item in enumerate(items)}
+    items.sort(key=lambda item: (-slow_per_file[item.fspath.strpath], order[item]))
 
 
 @pytest.fixture(scope="session")

@@ -57,9 +57,9 @@ def test_combine_normalises_ranks_and_weights():
 
 
 def _widths(model) -> list[int]:
-    """Record the length of every sequence the model is given."""
+    """Record the length of every sequence the model is given (its decoder runs in every pass)."""
     seen: list[int] = []
-    model.register_forward_pre_hook(lambda _m, args, kwargs: seen.append(kwargs["input_ids"].shape[1]),
+    model.get_decoder().register_forward_pre_hook(lambda _m, args, kwargs: seen.append(kwargs["input_ids"].shape[1]),
                                     with_kwargs=True)
     return seen
 

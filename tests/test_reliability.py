@@ -104,7 +104,9 @@ def test_faulty_server_every_prompt_ends_as_sample_or_failure(tmp_path, prefect)
         reset(), model(),                           # p000 section 2: connection reset
         hang(6.0), model(),                         # p000 section 3: hangs past the 5 s timeout
         ok("Here is my plan: write well."),         # p001 plan: not JSON although JSON was asked for
-        model(), ok("cut off " * 40, finish_reason="length"), ok(""),  # p002: truncated, then empty
+        # p002: a section cut at its cap, then the model ends the text at once (an answer in the
+        # continuation layout), and asked for that section by name it answers nothing: a failure.
+        model(), ok("cut off " * 40, finish_reason="length"), ok(""), ok(""),
         status(400),                                # p003 plan: e.g. longer than the context window
         status(502), status(502), status(502),      # p004 plan: retries exhausted
         status(429), model(), model(), model(), model(),  # p005: 429 without Retry-After, then fine
@@ -179,7 +181,7 @@ def test_ctrl_c_stops_the_embedded_server(tmp_path, prefect):
 
     def serving() -> bool:
         server_pids[:] = [c for c in _children(proc.pid)
-                          if "llama_cpp.server" in open(f"/proc/{c}/cmdline").read()]
+                          if "longform.llama_server" in open(f"/proc/{c}/cmdline").read()]
         return bool(server_pids) or proc.poll() is not None
 
     _wait_for(serving)
