@@ -168,10 +168,15 @@ class GateauScorer:
         return out
 
     def _batched_nll(self, model, jobs: list[tuple[list[int], int, int]], kind: str) -> list[float]:
-        results = []
-        for i in range(0, len(jobs), self.batch_size):
-            chunk = jobs[i:i + self.batch_size]
-            results += self._nll(model, [j[0] for j in chunk], [j[1] for j in chunk], [j[2] for j in chunk], kind)
+        """`_nll` of every job, in batches of similar length (a batch is as wide as its longest
+        sequence), returned in the jobs' order."""
+        order = sorted(range(len(jobs)), key=lambda k: len(jobs[k][0]))
+        results: list[float] = [0.0] * len(jobs)
+        for i in range(0, len(order), self.batch_size):
+            chunk = [jobs[k] for k in order[i:i + self.batch_size]]
+            losses = self._nll(model, [j[0] for j in chunk], [j[1] for j in chunk], [j[2] for j in chunk], kind)
+            for k, loss in zip(order[i:i + self.batch_size], losses):
+                results[k] = loss
         return results
 
     def full_nll(self, enc: _Encoded) -> float:

@@ -24,13 +24,18 @@ if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
     os.environ.setdefault("OMP_NUM_THREADS", _share)
 
 
+# Files by measured time, longest first (2 workers, 2 cores: 2-4 minutes each).
+LONGEST = ["test_shards.py", "test_self_lengthen.py", "test_training.py", "test_build_flow.py", "test_reliability.py"]
+
+
 def pytest_collection_modifyitems(items):
     """Markers from what a test uses, so `-m "not embedded"` and the like need no list to keep up:
     `embedded` for the real llama.cpp server, `prefect` for Prefect's test harness. Tests that start
     these in subprocesses carry the marker themselves; `slow` (over ~10 s here) is set by hand.
 
-    Files with the most slow tests run first: xdist hands out files in this order, and a long file
-    started last leaves one worker running it alone at the end."""
+    The longest files run first (LONGEST, measured with `--durations`), then the rest by their number
+    of slow tests: xdist hands out files in this order, and a long file started last leaves one
+    worker running it alone at the end."""
     for item in items:
         names = getattr(item, "fixturenames", ())
         if "embedded" in names:
@@ -39,10 +44,15 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.prefect)
     slow_per_file: dict[str, int] = {}
     for item in items:
-        slow_per_file[item.fspath.strpath] = slow_per_file.get(item.fspath.strpath, 0) + \
+        slow_per_file[item.fspath.basename] = slow_per_file.get(item.fspath.basename, 0) + \
             (item.get_closest_marker("slow") is not None)
     order = {item: i for i, item in enumerate(items)}
-    items.sort(key=lambda item: (-slow_per_file[item.fspath.strpath], order[item]))
+
+    def key(item):
+        name = item.fspath.basename
+        return (LONGEST.index(name) if name in LONGEST else len(LONGEST), -slow_per_file[name], order[item])
+
+    items.sort(key=key)
 
 
 @pytest.fixture(scope="session")
