@@ -134,6 +134,9 @@ routing = "{routing}"
 {endpoints}
 [agentwrite]
 max_section_words = 1000
+# The simulated server sizes an answer from the "about N words" in the last message, which the
+# single-message layout has (and the workload of earlier rounds was): the same requests to compare.
+layout = "single_message"
 
 [judges]
 rubric = {str(rubric).lower()}
