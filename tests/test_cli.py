@@ -143,3 +143,24 @@ def test_query_csv_ends_lines_with_a_newline_only(tmp_path):
               cwd=tmp_path, env_home=tmp_path)
     assert out.returncode == 0, out.stderr
     assert out.stdout == 'answer,text\n42,"a,b"\n'
+
+
+def test_every_commands_help_keeps_the_config_sections_it_names():
+    """Help texts name config sections in brackets ([build] db); rendered as rich markup they vanished."""
+    import re
+
+    import typer
+    from typer.testing import CliRunner
+
+    from longform.cli import app
+
+    group = typer.main.get_command(app)
+    checked = 0
+    for name, command in group.commands.items():
+        named = {m for p in command.params for m in re.findall(r"\[[a-z_.]+\]", getattr(p, "help", None) or "")}
+        if not named:
+            continue
+        out = CliRunner().invoke(app, [name, "--help"], env={"COLUMNS": "200"}).output
+        assert all(section in out for section in named), (name, named, out)
+        checked += 1
+    assert checked >= 3   # build, deploy, export, select, train name sections

@@ -20,7 +20,9 @@ from longform import stopping
 from longform.errors import LongformError
 from longform.stopping import Interrupted
 
-app = typer.Typer(no_args_is_help=True, add_completion=False,
+# Help texts are plain text: they name config sections in brackets ([build] db), which rich markup
+# would read as tags and delete.
+app = typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode=None,
                   help="Build long-output SFT/DPO data with AgentWrite on local models.")
 console = Console()
 err_console = Console(stderr=True)
