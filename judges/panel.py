@@ -70,7 +70,7 @@ class JudgePanel:
         if self._pairwise is not None and prompt_id not in self._pairs_done and len(ranked) >= 2:
             self._pairs_done.add(prompt_id)
             pairs = list(combinations(ranked, 2))[:self._cfg.max_pairs_per_prompt]
-        orders = [(a, b) for a, b in pairs] + [(b, a) for a, b in pairs]
+        orders = pairs + [(b, a) for a, b in pairs]
         asks = []
         for first in ranked:
             asks.append(self._judge_rubric(first))

@@ -185,8 +185,8 @@ class AgentWrite:
 
     async def _plan(self, prompt: Prompt, sample_index: int, required: int,
                     meter: "_Meter") -> tuple[list[Step], str, "_Chat | None"] | WriteFailure:
-        """The budgeted steps, where they were read from, and (conversation layout) the chat the
-        sections continue."""
+        """The budgeted steps, where they were read from, and what the sections continue: the chat
+        (conversation layout), the answer (continuation layout), or None (single message)."""
         content = self._plan_template.render(instruction=prompt.instruction, words=required)
         answer = await self._ask("plan", content, self._cfg.plan_max_tokens, prompt, sample_index,
                                  self._plan_template, json_schema=PLAN_SCHEMA if self._structured else None,
@@ -282,15 +282,13 @@ class AgentWrite:
                 max_tokens = min(max_tokens, meter.tokens_for(hard - written))
             template = then if text else first
             if chat is None:
-                prior = "\n\n".join([s.text for s in before] + ([text] if text else []))
-                content = meter.fit(partial(template.render, **values, words=words), prior, max_tokens)
-                messages = [{"role": "user", "content": content}]
+                messages = _single_message(template, values, words, before, text, meter, max_tokens)
                 elided = elided or meter.elided
             else:
                 content = template.render(**values, words=words)
                 messages = chat.ask(content, max_tokens, joined=finish == "length")
                 elided = elided or chat.elided
-            prefix = getattr(chat, "prefix", None)
+            prefix = chat.prefix if chat is not None else None
             answer = await self._ask("write", messages, max_tokens, prompt, sample_index, template,
                                      words_left=words_left - written, section=idx, assistant_prefix=prefix)
             if prefix is not None and not answer.text.strip():
@@ -298,9 +296,7 @@ class AgentWrite:
                 # as such). Ask for this section in LongWriter's form, which names it and its length;
                 # the continuation goes on from its answer.
                 template = fallback[1] if text else fallback[0]
-                prior = "\n\n".join([s.text for s in before] + ([text] if text else []))
-                messages = [{"role": "user", "content": meter.fit(partial(template.render, **values, words=words),
-                                                                   prior, max_tokens)}]
+                messages = _single_message(template, values, words, before, text, meter, max_tokens)
                 prefix = None
                 answer = await self._ask("write", messages, max_tokens, prompt, sample_index, template,
                                          words_left=words_left - written, section=idx)
@@ -427,6 +423,14 @@ class _Meter:
             content = render(_ELIDED + prior if prior else "")
             self.elided = True
         return content
+
+
+def _single_message(template: templates.PromptTemplate, values: dict, words: int, before: list[Section], text: str,
+                    meter: "_Meter", max_tokens: int) -> list[dict]:
+    """LongWriter's request: one user message with the text so far (the sections before, then this
+    one's text), its oldest part elided to fit the window."""
+    prior = "\n\n".join([s.text for s in before] + ([text] if text else []))
+    return [{"role": "user", "content": meter.fit(partial(template.render, **values, words=words), prior, max_tokens)}]
 
 
 class _Chat:
