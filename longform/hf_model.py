@@ -134,3 +134,47 @@ def _eos_ids(lm, tokenizer) -> set[int]:
     ids = lm.generation_config.eos_token_id if lm.generation_config is not None else None
     ids = ids if isinstance(ids, list) else [ids]
     return {i for i in [*ids, tokenizer.eos_token_id] if i is not None}
+
+
+def generate_batch(lm, tokenizer, instructions: list[str], *, max_new_tokens: list[int], seed: int = 0,
+                   temperature: float = 0.7, top_p: float = 0.95) -> list[tuple[str, int, str]]:
+    """`generate` for several instructions in one batch, each with its own token cap: on a CPU one
+    decoding step for eight rows costs about 1.6× a step for one (the weights are read once), so a
+    batch answers about five times as fast. Rows are left-padded; a row that reaches its cap stops
+    there (finish `length`) while the others go on. The sampled tokens of a row depend on the batch
+    it was in, so a rerun reproduces an answer only with the same batch (the caller keeps that)."""
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    try:
+        texts = [tokenizer.apply_chat_template([{"role": "user", "content": i}], add_generation_prompt=True,
+                                               tokenize=False) for i in instructions]
+        encoded = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    finally:
+        tokenizer.padding_side = side
+    start = encoded["input_ids"].shape[1]
+    room = getattr(lm.config, "max_position_embeddings", None) or 10**9
+    caps = torch.tensor([max(1, min(m, room - start)) for m in max_new_tokens])
+
+    class PerRowCap(StoppingCriteria):
+        # transformers stops a row whose criterion is True and pads it from then on.
+        def __call__(self, input_ids, scores, **kwargs):
+            return (input_ids.shape[1] - start) >= caps
+
+    eos = _eos_ids(lm, tokenizer)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(eos))
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        out = lm.generate(**encoded, max_new_tokens=int(caps.max()), do_sample=temperature > 0,
+                          temperature=temperature or None, top_p=top_p if temperature > 0 else None,
+                          pad_token_id=pad, stopping_criteria=StoppingCriteriaList([PerRowCap()]))
+    answers = []
+    for row, cap in zip(out[:, start:], caps.tolist()):
+        ids = row.tolist()
+        end = next((i for i, t in enumerate(ids) if t in eos), None)
+        if end is not None and end < cap:
+            answers.append((tokenizer.decode(ids[:end], skip_special_tokens=True).strip(), end + 1, "stop"))
+        else:
+            answers.append((tokenizer.decode(ids[:cap], skip_special_tokens=True).strip(), cap, "length"))
+    return answers

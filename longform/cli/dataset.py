@@ -1,5 +1,5 @@
 """What a corpus becomes: `longform export` (TRL datasets), `select` (GATEAU), `train` (TRL) and
-`eval-length` (a model's length fidelity)."""
+`eval` (what a trained model learned: length fidelity, side by side with its base)."""
 
 from __future__ import annotations
 
@@ -122,44 +122,93 @@ def train(
                       f" final loss {done['final_loss']:.4f} → {done['output_dir']}")
 
 
-@app.command("eval-length")
-def eval_length(
-    model: str = typer.Option("embedded", "--model", help="HF model id (in the local cache), a local path"
-                                                           " (e.g. a `longform train` output) or `embedded`."),
-    prompts: Path = typer.Option(Path("configs/length_eval_prompts.jsonl"), "--prompts",
-                                 help="JSONL prompts, each naming its length."),
+@app.command("eval")
+def eval_models(
+    model: list[str] = typer.Option([], "--model", help="A model run in transformers: a local path (e.g. a"
+                                    " `longform train` output), an HF id in the local cache, or `embedded`. Repeatable."),
+    endpoint: list[str] = typer.Option([], "--endpoint", help="A served model: URL or MODEL@URL of an"
+                                       " OpenAI-compatible server (vLLM…), or `embedded` (the llama.cpp server)."
+                                       " Repeatable; asked through the engine, so cached."),
+    prompts: Path = typer.Option(Path("configs/eval_prompts.jsonl"), "--prompts",
+                                 help="JSONL prompts naming their lengths: longform's, or LongBench-Write's"
+                                      " (prompt, length, type)."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c",
+                                          help="TOML whose [endpoint] retry settings and [judges] (S_q) apply."),
+    quality: bool = typer.Option(False, "--quality/--no-quality", help="Also score S_q with the rubric judge."),
     limit: Optional[int] = typer.Option(None, min=1, help="Use only the first N prompts."),
-    max_new_tokens: Optional[int] = typer.Option(None, min=1, help="Cap per answer (smoke runs)."),
+    max_new_tokens: Optional[int] = typer.Option(None, min=1, help="Cap every answer (smoke runs)."),
     seed: int = typer.Option(0),
+    temperature: float = typer.Option(0.7, min=0.0),
+    top_p: float = typer.Option(0.95, min=0.01, max=1.0),
+    batch_size: int = typer.Option(8, min=1, help="Answers generated together by a transformers model."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Report folder (default: datasets_out/evals/<eval id>)."),
     db: Path = typer.Option(DEFAULT_DB, help="DuckDB file to store the answers and scores in."),
 ) -> None:
-    """Generate for prompts with required lengths; score S_l and Ruler PM/FM; store and print them."""
+    """Several models answer the same prompts; length (and S_q) per model, paired differences, a report."""
     with user_errors():
-        from judges.length_eval import evaluate, targets
-        from longform import hf_model
-        from longform.prompts import load_prompts
-        from longform.store import Store
+        run_eval(model or ([] if endpoint else ["embedded"]), endpoint, prompts=prompts, config=config,
+                 quality=quality, limit=limit, max_new_tokens=max_new_tokens, seed=seed, temperature=temperature,
+                 top_p=top_p, batch_size=batch_size, out=out, db=db)
 
-        items = targets(load_prompts(prompts, limit), str(prompts))
-        lm, tokenizer = hf_model.load_causal_lm(model)
 
-        def generate(instruction: str, budget: int) -> tuple[str, int, str]:
-            return hf_model.generate(lm, tokenizer, instruction, max_new_tokens=budget, seed=seed)
+def run_eval(models: list[str], endpoints: list[str], *, prompts: Path, config: Optional[Path], quality: bool,
+             limit: Optional[int], max_new_tokens: Optional[int], seed: int, temperature: float, top_p: float,
+             batch_size: int, out: Optional[Path], db: Path) -> None:
+    from judges.eval_report import write_eval_report
+    from judges.length_eval import eval_prompts, verdict
+    from judges.model_eval import Sampling, endpoint_contestant, evaluate, local_contestant, new_eval_id
+    from longform.config import Settings, load_settings
+    from longform.store import Store
 
-        with Store.open(db) as store:
-            # A model saved by `longform train` is followed back to its training run (and its data).
-            train_id = store.train_id_for(Path(model).resolve()) if Path(model).exists() else None
-            result = evaluate(generate, items, model=model, tokens_per_word=1.5, max_new_tokens=max_new_tokens,
-                              record=lambda row: store.add("length_evals", {**row, "train_id": train_id}))
-        table = Table("prompt", "required", "words", "S_l", "finish", title=f"eval {result['eval_id']} · {model}")
-        for r in result["rows"]:
-            table.add_row(r["prompt_id"], str(r["required_words"]), str(r["words"]), f"{r['length_score']:.1f}",
-                          r["finish_reason"])
-        console.print(table)
-        ruler = result["ruler"]
-        console.print(f"mean S_l {result['mean_length_score']:.1f} · Ruler PM {_pct(ruler['overall']['PM'])}"
-                      f" FM {_pct(ruler['overall']['FM'])} (n={ruler['overall']['n']}) · within ±10% of target"
-                      f" {_pct(ruler['band']['PM'])}, ±25% {_pct(ruler['band']['FM'])}")
+    settings = load_settings(config) if config else Settings()
+    items = eval_prompts(prompts, limit)
+    sampling = Sampling(seed=seed, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+                        batch_size=batch_size)
+    eval_id = new_eval_id()
+    with Store.open(db) as store:
+        contestants = [local_contestant(m, store) for m in models] + [endpoint_contestant(e) for e in endpoints]
+        result = evaluate(store, contestants, items, prompts_path=str(prompts), sampling=sampling, settings=settings,
+                          quality=quality, eval_id=eval_id, note=lambda line: console.print(line))
+    models_rows = [{"model": c.label, "backend": c.backend, "train_id": c.train_id, "summary": result.summaries[c.label]}
+                   for c in result.contestants]
+    report = write_eval_report(eval_id, models_rows, result.answers, result.pairs,
+                               out or Path("datasets_out") / "evals" / eval_id)
+    table = Table("model", "n", "mean S_l [95% CI]", "median S_l", "PM / FM", "EOS", "repetitive", "S_q",
+                  title=f"eval {eval_id} · {len(items)} prompts · {result.generated} generated, {result.reused} reused")
+    for c in result.contestants:
+        s = result.summaries[c.label]
+        ci = s["mean_length_score_ci"]
+        table.add_row(c.label, str(s["answered"]) + (f" (+{s['failed']} failed)" if s["failed"] else ""),
+                      f"{_num(s['mean_length_score'])}" + (f" [{ci[0]:.1f}, {ci[1]:.1f}]" if ci[0] is not None else ""),
+                      _num(s["median_length_score"]), f"{_pct(s['ruler_pm'])} / {_pct(s['ruler_fm'])}",
+                      _pct(s["eos_rate"]), _pct(s["repetition_rate"]), _num(s["mean_quality"]))
+    console.print(table)
+    for p in result.pairs:
+        if p["metric"] in ("length_score", "quality") and p["mean_diff"] is not None:
+            ci = f" [{p['ci_low']:.1f}, {p['ci_high']:.1f}]" if p["ci_low"] is not None else ""
+            console.print(f"{p['model_a']} − {p['model_b']}: {p['metric']} {p['mean_diff']:+.1f}{ci}"
+                          f" over {p['n']} prompts ({verdict(p)})")
+    console.print(f"report → {report}")
+
+
+@app.command("eval-length", hidden=True)
+def eval_length(
+    model: str = typer.Option("embedded", "--model", help="See `longform eval`."),
+    prompts: Path = typer.Option(Path("configs/length_eval_prompts.jsonl"), "--prompts"),
+    limit: Optional[int] = typer.Option(None, min=1),
+    max_new_tokens: Optional[int] = typer.Option(None, min=1),
+    seed: int = typer.Option(0),
+    db: Path = typer.Option(DEFAULT_DB),
+) -> None:
+    """Retired: `longform eval --model M` does this, for several models at once."""
+    with user_errors():
+        console.print("eval-length is now `longform eval` (one or more --model / --endpoint); running that")
+        run_eval([model], [], prompts=prompts, config=None, quality=False, limit=limit, max_new_tokens=max_new_tokens,
+                 seed=seed, temperature=0.7, top_p=0.95, batch_size=8, out=None, db=db)
+
+
+def _num(value: Optional[float]) -> str:
+    return "–" if value is None else f"{value:.1f}"
 
 
 def _pct(value: Optional[float]) -> str:

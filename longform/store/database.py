@@ -177,6 +177,33 @@ class Store(PipelineReads):
                                   " ORDER BY finished_at DESC LIMIT 1", [str(output_dir)]).fetchall()
         return found[0][0] if found else None
 
+    def put_eval(self, row: dict, pairs: list[dict]) -> None:
+        """One evaluated model's row, and the paired differences the evaluation measured so far
+        (a row at a time: an evaluation has a few models)."""
+        self.flush()
+        columns = ("eval_id", "model", "source", "backend", "train_id", "prompts_path", "settings", "summary")
+        self._con.execute(
+            f"INSERT OR REPLACE INTO evals ({', '.join(columns)}, created_at) VALUES ({', '.join('?' * len(columns))}, ?)",
+            [_cell(row.get(c)) for c in columns] + [now()])
+        columns = ("eval_id", "model_a", "model_b", "metric", "n", "mean_diff", "ci_low", "ci_high")
+        for pair in pairs:
+            self._con.execute(f"INSERT OR REPLACE INTO eval_pairs ({', '.join(columns)}, created_at)"
+                              f" VALUES ({', '.join('?' * len(columns))}, ?)", [pair.get(c) for c in columns] + [now()])
+
+    def set_eval_quality(self, eval_id: str, rows: list[tuple[str, str, float | None, str]]) -> None:
+        """S_q judged after the answers were stored: (model, prompt_id, quality, judge model) each."""
+        self.flush()
+        self._con.executemany("UPDATE eval_answers SET quality = ?, judge_model = ? WHERE eval_id = ? AND model = ?"
+                              " AND prompt_id = ?", [[q, judge, eval_id, model, prompt] for model, prompt, q, judge in rows])
+
+    def eval_answers_by_key(self, keys: list[str]) -> dict[str, dict[str, Any]]:
+        """Answers already generated (not failed) under these answer keys, whatever evaluation asked them."""
+        columns = APPEND_TABLES["eval_answers"]
+        with self._id_table("_keys", keys):
+            found = self._con.execute(f"SELECT {', '.join(columns)} FROM eval_answers JOIN _keys ON answer_key = _keys.id"
+                                      " WHERE error IS NULL ORDER BY created_at").fetchall()
+        return {row[columns.index("answer_key")]: dict(zip(columns, row)) for row in found}
+
     def clear_selection(self, run_id: str, purpose: str, metrics: list[str]) -> None:
         """Drop a run's earlier decisions of one kind, and the scores they were made on, before redoing them."""
         self.flush()

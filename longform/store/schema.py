@@ -324,6 +324,73 @@ MIGRATIONS: list[str] = [
     ALTER TABLE train_runs ADD COLUMN source_run_id VARCHAR;
     ALTER TABLE length_evals ADD COLUMN train_id VARCHAR;
     """,
+    # v10: `longform eval` (judges/model_eval.py): one `evals` row per model evaluated by one command,
+    # its answers in `eval_answers`, and the paired differences between its models in `eval_pairs`.
+    # `answer_key` names what produced an answer (the model, prompt, seed, token cap and sampling),
+    # so a rerun finds it and generates nothing. `length_evals` (one model per evaluation) moves into
+    # `eval_answers` with its rows.
+    """
+    CREATE TABLE evals (
+        eval_id VARCHAR NOT NULL,
+        model VARCHAR NOT NULL,             -- the label the report uses
+        source VARCHAR NOT NULL,            -- as given: a path, an HF id, `embedded`, or an endpoint
+        backend VARCHAR NOT NULL,           -- transformers | endpoint
+        train_id VARCHAR,                   -- the `train_runs` row that saved this model, if any
+        prompts_path VARCHAR,
+        settings JSON,                      -- seed, sampling, token caps, quality judge
+        summary JSON,                       -- judges/length_eval.py: summarize()
+        created_at TIMESTAMPTZ NOT NULL,
+        PRIMARY KEY (eval_id, model)
+    );
+    CREATE TABLE eval_answers (
+        eval_id VARCHAR NOT NULL,
+        model VARCHAR NOT NULL,
+        prompt_id VARCHAR NOT NULL,
+        instruction VARCHAR NOT NULL,
+        answer_key VARCHAR,
+        text VARCHAR NOT NULL,              -- '' where the request failed (see error)
+        words INTEGER NOT NULL,
+        length_counter VARCHAR NOT NULL,
+        required_words INTEGER NOT NULL,    -- the spec's aim
+        length_kind VARCHAR,
+        length_low INTEGER,
+        length_high INTEGER,
+        length_unit VARCHAR,
+        length_score DOUBLE NOT NULL,
+        bound_ok BOOLEAN,
+        tokens_out INTEGER NOT NULL,
+        max_tokens INTEGER,
+        finish_reason VARCHAR NOT NULL,     -- stop (end of sequence) | length (the token cap)
+        repeated_ngram BOOLEAN,             -- judges/filters.py, as for samples
+        repeated_paragraphs BOOLEAN,
+        quality DOUBLE,                     -- S_q from the rubric judge, if asked
+        judge_model VARCHAR,
+        error VARCHAR,                      -- the request failed: why
+        train_id VARCHAR,
+        created_at TIMESTAMPTZ NOT NULL,
+        PRIMARY KEY (eval_id, model, prompt_id)
+    );
+    CREATE TABLE eval_pairs (
+        eval_id VARCHAR NOT NULL,
+        model_a VARCHAR NOT NULL,
+        model_b VARCHAR NOT NULL,
+        metric VARCHAR NOT NULL,            -- length_score | eos | repetitive | quality
+        n INTEGER NOT NULL,                 -- prompts answered by both
+        mean_diff DOUBLE,                   -- mean of (a - b) over those prompts
+        ci_low DOUBLE,                      -- paired bootstrap 95% interval
+        ci_high DOUBLE,
+        created_at TIMESTAMPTZ NOT NULL,
+        PRIMARY KEY (eval_id, model_a, model_b, metric)
+    );
+    INSERT INTO eval_answers (eval_id, model, prompt_id, instruction, text, words, length_counter, required_words,
+                              length_kind, length_score, bound_ok, tokens_out, finish_reason, train_id, created_at)
+        SELECT eval_id, model, prompt_id, instruction, text, words, length_counter, required_words, length_kind,
+               length_score, bound_ok, tokens_out, finish_reason, train_id, created_at FROM length_evals;
+    INSERT INTO evals (eval_id, model, source, backend, train_id, created_at)
+        SELECT eval_id, model, model, 'transformers', any_value(train_id), min(created_at)
+        FROM length_evals GROUP BY eval_id, model;
+    DROP TABLE length_evals;
+    """,
 ]
 
 LATEST = len(MIGRATIONS)
@@ -350,9 +417,10 @@ APPEND_TABLES: dict[str, tuple[str, ...]] = {
     "scores": ("run_id", "sample_id", "metric", "value", "source", "created_at"),
     "selections": ("selection_id", "run_id", "purpose", "prompt_id", "sample_id", "rejected_sample_id", "selected",
                    "reason", "scores", "created_at"),
-    "length_evals": ("eval_id", "model", "prompt_id", "instruction", "required_words", "text", "words",
-                     "length_counter", "length_score", "tokens_out", "finish_reason", "created_at", "length_kind",
-                     "bound_ok", "train_id"),
+    "eval_answers": ("eval_id", "model", "prompt_id", "instruction", "answer_key", "text", "words", "length_counter",
+                     "required_words", "length_kind", "length_low", "length_high", "length_unit", "length_score",
+                     "bound_ok", "tokens_out", "max_tokens", "finish_reason", "repeated_ngram", "repeated_paragraphs",
+                     "quality", "judge_model", "error", "train_id", "created_at"),
     "lengthen_steps": ("step_id", "run_id", "prompt_id", "sample_id", "parent_step_id", "iteration", "round", "role",
                        "words_before", "words_after", "length_counter", "verdicts", "accepted", "reason",
                        "finish_reason", "text", "created_at"),
