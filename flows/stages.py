@@ -177,6 +177,8 @@ def export_stage(session: BuildSession) -> str:
     target = export_target(cfg.build.out_dir, cfg.build.name, force=True)
     export_run(session.store, run_id=session.run_id, target=target, config=cfg.snapshot(),
                test_ratio=cfg.export.test_ratio,
-               assistant_prefix=meta_length_token if cfg.export.meta_length_tokens else None)
+               assistant_prefix=meta_length_token if cfg.export.meta_length_tokens else None,
+               relabel_length=cfg.export.relabel_length, decontaminate=cfg.export.decontaminate,
+               include_plan=cfg.export.include_plan)
     session.tally.export_dir = str(target)
     return str(target)

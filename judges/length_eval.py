@@ -11,7 +11,6 @@ prompts, not answers), which is what lets 24 prompts tell two models apart.
 
 from __future__ import annotations
 
-import json
 import statistics
 from pathlib import Path
 from typing import Iterable
@@ -24,7 +23,7 @@ from judges.ruler import ruler_metrics
 from longform.errors import LongformError
 from longform.length_reader import spec_for
 from longform.lengths import WORDS, LengthSpec
-from longform.prompts import Prompt, load_prompts
+from longform.prompts import Prompt, load_prompt_file
 
 RESAMPLES = 2000
 # Paragraph similarity from which an answer counts as repeating itself: the filters' default.
@@ -34,55 +33,16 @@ PAIRED_METRICS = ("length_score", "eos", "repetitive", "quality")
 
 
 def eval_prompts(path: Path, limit: int | None = None) -> list[tuple[Prompt, LengthSpec]]:
-    """Each prompt with the length it asks for. Reads longform's prompts JSONL or LongBench-Write's
-    format (`prompt`, `length`, `type` per line: `length` is the required length, scored as exact)."""
-    first = _first_object(path)
-    prompts = _longbench_write(path, limit) if "prompt" in first and "instruction" not in first else load_prompts(path, limit)
+    """Each prompt with the length it asks for, from longform's prompts JSONL or LongBench-Write's
+    format (longform/prompts.py: load_prompt_file)."""
     out = []
-    for p in prompts:
+    for p in load_prompt_file(path, limit):
         # A build falls back to a default length; an evaluation needs one the prompt names.
         spec = spec_for(p, 1)
         if spec.source == "default":
             raise LongformError(f"{path}: prompt {p.prompt_id!r} names no length; give it target_words")
         out.append((p, spec))
     return out
-
-
-def _first_object(path: Path) -> dict:
-    try:
-        with path.open(encoding="utf-8") as f:
-            line = next((line for line in f if line.strip()), "")
-    except FileNotFoundError:
-        raise LongformError(f"{path}: prompts file not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise LongformError(f"{path}: cannot read ({e})") from None
-    try:
-        obj = json.loads(line) if line else {}
-    except json.JSONDecodeError:
-        return {}   # load_prompts names the line and the problem
-    return obj if isinstance(obj, dict) else {}
-
-
-def _longbench_write(path: Path, limit: int | None) -> list[Prompt]:
-    prompts = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise LongformError(f"{path}:{lineno}: malformed JSON ({e.msg} at column {e.colno})") from None
-        length = obj.get("length") if isinstance(obj, dict) else None
-        if not isinstance(obj, dict) or not isinstance(obj.get("prompt"), str) or not isinstance(length, int) or length <= 0:
-            raise LongformError(f"{path}:{lineno}: a LongBench-Write line needs a `prompt` string and a positive"
-                                " integer `length`")
-        prompt_id = str(obj.get("id") or f"lbw-{lineno}")
-        prompts.append(Prompt(prompt_id, obj["prompt"], target_words=length, meta={"type": obj.get("type")}))
-        if limit is not None and len(prompts) >= limit:
-            break
-    if not prompts:
-        raise LongformError(f"{path}: no prompts in file")
-    return prompts
 
 
 def budget(spec: LengthSpec, tokens_per_word: float, cap: int | None) -> int:

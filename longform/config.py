@@ -252,6 +252,14 @@ class ExportConfig(_Section):
     test_ratio: float = Field(0.1, ge=0, lt=1)
     # Prefix each SFT answer with Ruler's Meta Length Token for its length ("[MLT:300] ...").
     meta_length_tokens: bool = False
+    # Rewrite each instruction's length phrase to its answer's real length (longform/relabel.py); the
+    # instruction as asked stays in the row's `original_instruction`.
+    relabel_length: bool = False
+    # Evaluation prompt files (JSONL, longform's or LongBench-Write's): a sample whose instruction
+    # overlaps one of them is not exported, with a `decontaminate` row in filter_checks saying which.
+    decontaminate: list[Path] = []
+    # LongWriter's plan-augmented ablation: the SFT target is the plan, then the answer.
+    include_plan: bool = False
 
 
 class TrainConfig(_Section):
@@ -264,6 +272,10 @@ class TrainConfig(_Section):
     lora_alpha: int = Field(32, ge=1)
     lora_dropout: float = Field(0.05, ge=0, lt=1)
     lora_target_modules: str | list[str] = "all-linear"
+    # An example longer than [train.sft] / [train.dpo] max_length is never cut (a cut answer loses its
+    # end of sequence and teaches the model not to stop): "drop" leaves it out and says how many,
+    # "refuse" stops before training. Without a configured max_length it is the longest example's.
+    over_length: Literal["drop", "refuse"] = "drop"
 
 
 def check_pool(endpoints: list[EndpointConfig], where: str) -> None:

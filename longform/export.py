@@ -26,8 +26,11 @@ from typing import Callable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from longform.clock import now
+from longform.decontaminate import EvalIndex
 from longform.errors import LongformError
 from longform.paths import ensure_writable_dir
+from longform.relabel import relabel
 from longform.store import Store
 from longform.store.corpus_reads import provenance_queries
 
@@ -50,10 +53,28 @@ def export_target(out_dir: Path, name: str, *, force: bool) -> Path:
 
 
 def export_run(store: Store, *, run_id: str, target: Path, config: dict, test_ratio: float = 0.1,
-               assistant_prefix: Callable[[int], str | None] | None = None) -> dict:
-    """Write the run's selected SFT samples and DPO pairs to `target`; the counts written."""
+               assistant_prefix: Callable[[int], str | None] | None = None, relabel_length: bool = False,
+               decontaminate: list[Path] | None = None, include_plan: bool = False) -> dict:
+    """Write the run's selected SFT samples and DPO pairs to `target`; the counts written.
+
+    `decontaminate`: evaluation prompt files; a row whose instruction overlaps one is left out, and a
+    `decontaminate` row in filter_checks (the store must be writable) says which prompt it overlapped.
+    `relabel_length`: instructions rewritten to their answers' lengths (longform/relabel.py).
+    `include_plan`: the SFT target is AgentWrite's plan, then the answer (LongWriter's ablation)."""
     sft = _sft_rows(store, run_id)
     dpo = _dpo_rows(store, run_id)
+    shaping = {"relabel": relabel_length, "decontaminated": 0, "relabeled_sft": 0, "relabeled_dpo": 0, "with_plan": 0}
+    if decontaminate:
+        sft, dpo, shaping["decontaminated"] = _decontaminate(store, run_id, sft, dpo, decontaminate)
+    if include_plan:
+        plans = store.plans([r["sample_id"] for r in sft])
+        for row in sft:
+            if plans.get(row["sample_id"]):
+                row["messages"][1]["content"] = f"{plan_text(plans[row['sample_id']])}\n\n{row['messages'][1]['content']}"
+                shaping["with_plan"] += 1
+    if relabel_length:
+        shaping["relabeled_sft"] = _relabel(sft, lambda r: r["messages"][0], "words")
+        shaping["relabeled_dpo"] = _relabel(dpo, lambda r: r["prompt"][0], "chosen_words")
     added_tokens: Counter = Counter()
     if assistant_prefix:
         for row in sft:
@@ -76,12 +97,14 @@ def export_run(store: Store, *, run_id: str, target: Path, config: dict, test_ra
         (target / stale).unlink(missing_ok=True)
     models = store.models_of(run_id)
     card = dataset_card(target.name, sft, dpo, counts, run_id=run_id, config=config, models=models,
-                        added_tokens=added_tokens, sft_from=store.sft_purpose(run_id))
+                        added_tokens=added_tokens, sft_from=store.sft_purpose(run_id), shaping=shaping,
+                        decontaminate=[str(p) for p in decontaminate or []])
     _atomic(target / "README.md", lambda p: p.write_text(card, encoding="utf-8"))
-    manifest = {"run_id": run_id, "name": target.name, "counts": counts, "meta_length_tokens": sorted(added_tokens),
+    manifest = {"run_id": run_id, "name": target.name, "counts": counts, "shaping": shaping,
+                "meta_length_tokens": sorted(added_tokens),
                 "exported_at": datetime.now(timezone.utc).isoformat()}
     _atomic(target / MANIFEST, lambda p: p.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8"))
-    return counts
+    return {**counts, "shaping": shaping}
 
 
 def write_parquet(path: Path, rows: list[dict]) -> None:
@@ -115,6 +138,44 @@ def _dpo_rows(store: Store, run_id: str) -> list[dict]:
     return out
 
 
+def plan_text(plan: list[tuple[str, int]]) -> str:
+    """A plan in LongWriter's own format, as its plan-augmented data puts it before the answer."""
+    return "\n".join(f"Paragraph {i} - Main Point: {point} - Word Count: {words} words"
+                     for i, (point, words) in enumerate(plan, start=1))
+
+
+def _relabel(rows: list[dict], user_turn: Callable[[dict], dict], words_key: str) -> int:
+    changed = 0
+    for row in rows:
+        turn = user_turn(row)
+        row["original_instruction"] = turn["content"]
+        if row.get("length_kind") is None:
+            continue   # a sample written before lengths were specs: nothing says what it was asked
+        new = relabel(turn["content"], kind=row["length_kind"], low=row["length_low"], high=row["length_high"],
+                      unit=row["length_unit"] or "words", written=row[words_key])
+        if new is not None:
+            turn["content"] = new
+            changed += 1
+    return changed
+
+
+def _decontaminate(store: Store, run_id: str, sft: list[dict], dpo: list[dict],
+                   files: list[Path]) -> tuple[list[dict], list[dict], int]:
+    index = EvalIndex(files)
+    checks, removed = [], set()
+    for row in sft + dpo:
+        instruction = (row.get("messages") or row.get("prompt"))[0]["content"]
+        hit = index.overlap(instruction)
+        subject_id = row.get("sample_id") or row["chosen_sample_id"]
+        if hit:
+            removed.add(id(row))
+        checks.append({"run_id": run_id, "subject": "sample", "subject_id": subject_id, "filter": "decontaminate",
+                       "passed": hit is None, "reason": hit.reason() if hit else None, "created_at": now()})
+    store.replace_checks(run_id, "decontaminate", checks)
+    keep = [r for r in sft if id(r) not in removed], [r for r in dpo if id(r) not in removed]
+    return keep[0], keep[1], len(removed)
+
+
 def _atomic(path: Path, write) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     write(tmp)
@@ -136,7 +197,9 @@ def _histogram(words: list[int]) -> list[str]:
 
 
 def dataset_card(name: str, sft: list[dict], dpo: list[dict], counts: dict, *, run_id: str, config: dict,
-                 models: dict, added_tokens: Counter, sft_from: str = "sft") -> str:
+                 models: dict, added_tokens: Counter, sft_from: str = "sft", shaping: dict | None = None,
+                 decontaminate: list[str] | None = None) -> str:
+    shaping = shaping or {}
     selection = config.get("selection", {})
     filters = config.get("filters", {})
     lines = [
@@ -166,6 +229,14 @@ def dataset_card(name: str, sft: list[dict], dpo: list[dict], counts: dict, *, r
         *([f"- GATEAU: SFT rows are the top of GATEAU's ranking of those (α = {config.get('gateau', {}).get('alpha')},"
            f" window {config.get('gateau', {}).get('window')} tokens); scores in the `scores` table"]
           if sft_from == "gateau" else []),
+        "",
+        *([f"- Decontaminated against {', '.join(decontaminate)}: {shaping.get('decontaminated', 0)} rows left out"
+           " (see `filter_checks` where filter = 'decontaminate')"] if decontaminate else []),
+        *([f"- Length labels: {shaping.get('relabeled_sft', 0)} SFT and {shaping.get('relabeled_dpo', 0)} DPO"
+           " instructions rewritten to the answer's real length; the instruction as asked is in"
+           " `original_instruction`"] if shaping.get("relabel") else []),
+        *([f"- Plans: {shaping['with_plan']} SFT answers start with their AgentWrite plan"]
+          if shaping.get("with_plan") else []),
         "",
         "## Lengths (`lbw_words`: one unit per CJK character plus one per Latin word)",
         "",

@@ -38,6 +38,43 @@ def required_prompts_path(settings: "Settings", config_source: object) -> Path:
     return settings.build.prompts
 
 
+def load_prompt_file(path: Path, limit: int | None = None) -> list[Prompt]:
+    """longform's prompts JSONL, or LongBench-Write's (`prompt`, `length`, `type` per line, told apart
+    by its first line): `length` is the required length, which LongBench-Write scores as a target."""
+    try:
+        with path.open(encoding="utf-8") as f:
+            first = next((line for line in f if line.strip()), "")
+        head = json.loads(first) if first else {}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        head = {}   # load_prompts names the problem, with its line
+    if isinstance(head, dict) and "prompt" in head and "instruction" not in head:
+        return _longbench_write(path, limit)
+    return load_prompts(path, limit)
+
+
+def _longbench_write(path: Path, limit: int | None) -> list[Prompt]:
+    prompts = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise LongformError(f"{path}:{lineno}: malformed JSON ({e.msg} at column {e.colno})") from None
+        length = obj.get("length") if isinstance(obj, dict) else None
+        if (not isinstance(obj, dict) or not isinstance(obj.get("prompt"), str) or isinstance(length, bool)
+                or not isinstance(length, int) or length <= 0):
+            raise LongformError(f"{path}:{lineno}: a LongBench-Write line needs a `prompt` string and a positive"
+                                " integer `length`")
+        prompts.append(Prompt(str(obj.get("id") or f"lbw-{lineno}"), obj["prompt"], target_words=length,
+                              meta={"type": obj.get("type")}))
+        if limit is not None and len(prompts) >= limit:
+            break
+    if not prompts:
+        raise LongformError(f"{path}: no prompts in file")
+    return prompts
+
+
 def load_prompts(path: Path, limit: int | None = None) -> list[Prompt]:
     try:
         data = path.read_bytes()

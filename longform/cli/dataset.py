@@ -24,25 +24,52 @@ def export(
     out_dir: Optional[Path] = typer.Option(None, help="Parent folder (default: the run's [build] out_dir)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing export of that name."),
     mlt: bool = typer.Option(False, "--mlt", help="Prefix SFT answers with Ruler's Meta Length Token."),
-    test_ratio: float = typer.Option(0.1, min=0, max=0.99, help="Share of prompts in the test split."),
+    test_ratio: Optional[float] = typer.Option(None, min=0, max=0.99, help="Share of prompts in the test split"
+                                               " (default: the run's [export] test_ratio)."),
+    relabel: Optional[bool] = typer.Option(None, "--relabel-length/--no-relabel-length",
+                                           help="Rewrite each instruction's length to its answer's (default: the"
+                                                " run's [export] relabel_length)."),
+    decontaminate: list[Path] = typer.Option([], "--decontaminate", help="Evaluation prompts (JSONL): leave out"
+                                             " samples whose instruction overlaps them. Repeatable; adds to the"
+                                             " run's [export] decontaminate."),
+    include_plan: Optional[bool] = typer.Option(None, "--include-plan/--no-include-plan",
+                                                help="Put the AgentWrite plan before each SFT answer."),
 ) -> None:
     """Write a run's selected SFT samples and DPO pairs as TRL datasets with a dataset card."""
     with user_errors():
         from judges.ruler import meta_length_token
+        from longform.config import ExportConfig
         from longform.export import export_run, export_target
         from longform.store import Store
 
         with CorpusReads.open(db) as reads:
             run_id, build_name, config = scored_run(reads, db, run)
+        # The run's stored [export] settings, read as data: keys this version does not know are ignored.
+        stored = ExportConfig.model_validate({k: v for k, v in config.get("export", {}).items()
+                                              if k in ExportConfig.model_fields})
+        files = [*stored.decontaminate, *decontaminate]
+        for f in files:
+            if not f.is_file():
+                raise LongformError(f"{f}: evaluation prompts file not found (--decontaminate)")
         target = export_target(out_dir or Path(config["build"]["out_dir"]), name or build_name, force=force)
-        store = Store.open_read_only(db)
+        # Decontamination writes its reasons beside the filters' checks; otherwise export only reads.
+        store = Store.open(db) if files else Store.open_read_only(db)
         try:
-            counts = export_run(store, run_id=run_id, target=target, config=config, test_ratio=test_ratio,
-                                assistant_prefix=meta_length_token if mlt else None)
+            counts = export_run(store, run_id=run_id, target=target, config=config,
+                                test_ratio=stored.test_ratio if test_ratio is None else test_ratio,
+                                assistant_prefix=meta_length_token if mlt else None,
+                                relabel_length=stored.relabel_length if relabel is None else relabel,
+                                decontaminate=files,
+                                include_plan=stored.include_plan if include_plan is None else include_plan)
         finally:
             store.close()
+        manifest_note = counts.pop("shaping", {})
         console.print(f"run {run_id} → {target}: SFT {counts['sft_train']} train / {counts['sft_test']} test,"
                       f" DPO {counts['dpo_train']} train / {counts['dpo_test']} test")
+        if manifest_note.get("relabel") or files or manifest_note.get("with_plan"):
+            console.print(f"relabeled {manifest_note['relabeled_sft']} SFT / {manifest_note['relabeled_dpo']} DPO"
+                          f" instructions; {manifest_note['decontaminated']} rows left out by decontamination;"
+                          f" {manifest_note['with_plan']} answers with their plan")
 
 
 class SelectMethod(str, Enum):
@@ -117,9 +144,10 @@ def train(
                 store.put_train_run(row)
 
         done = run_training(kind.value, dataset_dir=dataset, model=model, cfg=cfg, output_dir=output,
-                            max_steps=max_steps, record=record)
-        console.print(f"{kind.value} {done['train_id']}: {done['steps']} steps on {done['rows']} rows,"
-                      f" final loss {done['final_loss']:.4f} → {done['output_dir']}")
+                            max_steps=max_steps, record=record, note=console.print)
+        console.print(f"{kind.value} {done['train_id']}: {done['steps']} steps on {done['rows']} rows"
+                      f" (max_length {done['max_length']} tokens), final loss {done['final_loss']:.4f}"
+                      f" → {done['output_dir']}")
 
 
 @app.command("eval")

@@ -204,6 +204,13 @@ class Store(PipelineReads):
                                       " WHERE error IS NULL ORDER BY created_at").fetchall()
         return {row[columns.index("answer_key")]: dict(zip(columns, row)) for row in found}
 
+    def replace_checks(self, run_id: str, filter_name: str, rows: list[dict]) -> None:
+        """A run's checks of one filter, redone: the earlier ones go (an export run twice counts once)."""
+        self.flush()
+        self._con.execute("DELETE FROM filter_checks WHERE run_id = ? AND filter = ?", [run_id, filter_name])
+        self.add_many("filter_checks", rows)
+        self.flush()
+
     def clear_selection(self, run_id: str, purpose: str, metrics: list[str]) -> None:
         """Drop a run's earlier decisions of one kind, and the scores they were made on, before redoing them."""
         self.flush()

@@ -94,10 +94,10 @@ class PipelineReads:
 
     def selected_sft(self, run_id: str) -> list[dict]:
         columns = ("sample_id", "prompt_id", "instruction", "text", "words", "length_counter", "required_words",
-                   "length_score", "writer", "model")
+                   "length_score", "writer", "model", "length_kind", "length_low", "length_high", "length_unit")
         rows = self._rows(
             "SELECT s.sample_id, s.prompt_id, p.instruction, s.text, s.words, s.length_counter, s.required_words,"
-            " s.length_score, s.writer, s.model"
+            " s.length_score, s.writer, s.model, s.length_kind, s.length_low, s.length_high, s.length_unit"
             " FROM selections sel JOIN samples s USING (sample_id) JOIN prompts p ON p.prompt_id = s.prompt_id"
             " WHERE sel.run_id = ? AND sel.purpose = ? AND sel.selected ORDER BY s.prompt_id, s.sample_index",
             [run_id, self.sft_purpose(run_id)])
@@ -105,16 +105,27 @@ class PipelineReads:
 
     def selected_dpo(self, run_id: str) -> list[dict]:
         columns = ("prompt_id", "instruction", "chosen_text", "rejected_text", "chosen_sample_id",
-                   "rejected_sample_id", "chosen_words", "rejected_words", "scores")
+                   "rejected_sample_id", "chosen_words", "rejected_words", "scores", "length_kind", "length_low",
+                   "length_high", "length_unit")
         rows = self._rows(
             "SELECT sel.prompt_id, p.instruction, c.text, r.text, sel.sample_id, sel.rejected_sample_id, c.words,"
-            " r.words, sel.scores"
+            " r.words, sel.scores, c.length_kind, c.length_low, c.length_high, c.length_unit"
             " FROM selections sel JOIN prompts p USING (prompt_id)"
             " JOIN samples c ON c.sample_id = sel.sample_id JOIN samples r ON r.sample_id = sel.rejected_sample_id"
             " WHERE sel.run_id = ? AND sel.purpose = 'dpo' AND sel.selected ORDER BY sel.prompt_id", [run_id])
         out = self._dicts(columns, rows)
         for r in out:
             r["scores"] = r["scores"] if isinstance(r["scores"], str) else json.dumps(r["scores"])
+        return out
+
+    def plans(self, sample_ids: list[str]) -> dict[str, list[tuple[str, int]]]:
+        """Each sample's plan, as written: (main point, planned words) per section, in order."""
+        out: dict[str, list[tuple[str, int]]] = {}
+        with self._id_table("_plan_ids", sample_ids):
+            for sample_id, point, words in self._rows(
+                    "SELECT sample_id, main_point, planned_words FROM sections JOIN _plan_ids ON sample_id = _plan_ids.id"
+                    " WHERE main_point IS NOT NULL ORDER BY sample_id, idx"):
+                out.setdefault(sample_id, []).append((point, words))
         return out
 
     def models_of(self, run_id: str) -> dict[str, list[str]]:
