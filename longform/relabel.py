@@ -42,7 +42,7 @@ def relabel(instruction: str, *, kind: str, low: int | None, high: int | None, u
         new_span = _ARABIC.sub(str(n), spec.span)   # the user's own words, with the number changed
     elif chinese:
         new_span = f"{n}字左右"
-    elif spec.kind == "exact" and spec.span.endswith("-word"):
+    elif spec.kind == "exact" and re.search(r"[- ]word$", spec.span):   # "a two thousand word essay"
         new_span = f"{n}-word"
     else:
         new_span = f"about {n} words"

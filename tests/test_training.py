@@ -1,4 +1,4 @@
-"""Export → TRL training → eval-length, on the embedded model's own weights, in real processes."""
+"""Export → TRL training → eval, on the embedded model's own weights, in real processes."""
 
 import asyncio
 import json
@@ -100,14 +100,50 @@ def test_export_train_and_eval_length(judged):
     prompts = tmp / "eval.jsonl"
     prompts.write_text('{"id": "e30", "instruction": "Write a 30-word note about tea.", "target_words": 30}\n'
                        '{"id": "e50", "instruction": "写一篇50字的短文，介绍月亮。"}\n', encoding="utf-8")
-    code, stdout, err = _run("eval-length", "--model", str(tmp / "model-sft"), "--prompts", str(prompts),
-                             "--max-new-tokens", "24", "--db", str(db), cwd=tmp)
+    code, stdout, err = _run("eval", "--model", str(tmp / "model-sft"), "--prompts", str(prompts),
+                             "--max-new-tokens", "24", "--db", str(db), "--out", str(tmp / "eval"), cwd=tmp)
     assert code == 0, err[-3000:]
-    assert "Ruler PM" in stdout
-    evals = rows(db, "select prompt_id, required_words, words, length_score, tokens_out from length_evals order by 1")
+    assert "mean S_l" in stdout
+    evals = rows(db, "select prompt_id, required_words, words, length_score, tokens_out from eval_answers order by 1")
     assert [(p, r) for p, r, *_ in evals] == [("e30", 30), ("e50", 50)]
-    assert {t for (t,) in rows(db, "select train_id from length_evals")} == {lineage[1][3]}   # the sft model
+    # The trained model leads back to its training run, and so to its data and build.
+    assert {t for (t,) in rows(db, "select train_id from eval_answers")} == {lineage[1][3]}
+    assert rows(db, "select train_id from evals") == [(lineage[1][3],)]
     assert all(0 < tokens <= 24 and 0 <= score <= 100 for *_, score, tokens in evals)
+
+
+@pytest.mark.slow
+def test_export_relabels_decontaminates_and_adds_plans(judged):
+    tmp, config, summary = judged
+    db = tmp / "corpus.duckdb"
+    evals = tmp / "eval-prompts.jsonl"   # one of the build's own instructions is an evaluation prompt
+    evals.write_text('{"id": "held-out", "instruction": "Write about a rainy morning.", "target_words": 300}\n')
+    out = tmp / "shaped"
+    code, stdout, err = _run("export", "--db", str(db), "--name", "s", "--out-dir", str(out), "--test-ratio", "0",
+                             "--relabel-length", "--decontaminate", str(evals), "--include-plan", cwd=tmp)
+    assert code == 0, err
+    sft = load_dataset("parquet", data_dir=str(out / "s" / "sft"))["train"]
+    assert sft and {r["prompt_id"] for r in sft} == {"zh"}   # the English prompt overlapped: left out
+    checks = rows(db, "select subject_id, passed, reason from filter_checks where filter = 'decontaminate'")
+    left_out = [reason for _, passed, reason in checks if not passed]
+    assert left_out and all("held-out" in r for r in left_out)
+    for row in sft:
+        # The instruction now asks for what the answer has; the original stays beside it.
+        assert row["original_instruction"] == "写一篇50字的短文，介绍月亮。"
+        answer = row["messages"][1]["content"]
+        assert answer.startswith("Paragraph 1 - Main Point: ")
+        words = row["words"]
+        from longform.length_reader import read_length
+        from longform.relabel import rounded
+        asked = read_length(row["messages"][0]["content"]).aim
+        assert asked == rounded(words) or (asked == 50 and rounded(words) == 50)
+    card = (out / "s" / "README.md").read_text()
+    assert "Decontaminated against" in card and "Length labels:" in card and "start with their AgentWrite plan" in card
+    # Exported twice, the reasons are not counted twice.
+    code, _, err = _run("export", "--db", str(db), "--name", "s", "--out-dir", str(out), "--force",
+                        "--decontaminate", str(evals), cwd=tmp)
+    assert code == 0, err
+    assert len(rows(db, "select * from filter_checks where filter = 'decontaminate'")) == len(checks)
 
 
 @pytest.mark.slow
@@ -152,3 +188,43 @@ def test_training_refuses_bad_input_in_one_line(tmp_path):
     code, _, err = _run("train", "dpo", "--dataset", str(tmp_path), "--db", str(tmp_path / "x.duckdb"), cwd=tmp_path)
     assert code == 2 and "no train.parquet; export a run" in err
     assert not (tmp_path / "x.duckdb").exists()      # nothing recorded for a run that never started
+
+
+def test_answer_only_loss_and_no_example_cut(tmp_path):
+    """SFT rows become prompt-completion pairs: the collated labels mask every prompt token and keep
+    the answer's, its end of sequence included. No example is cut: max_length is the longest one's,
+    or, when configured, longer examples are dropped and counted (or refused)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from longform.config import TrainConfig
+    from longform.errors import LongformError
+    from longform.training import make_trainer, prepare
+
+    (tmp_path / "sft").mkdir()
+    short = {"messages": [{"role": "user", "content": "Write two words."}, {"role": "assistant", "content": "Hello there."}]}
+    long = {"messages": [{"role": "user", "content": "Write a lot."}, {"role": "assistant", "content": "word " * 300}]}
+    pq.write_table(pa.Table.from_pylist([short, long]), tmp_path / "sft" / "train.parquet")
+
+    whole = prepare("sft", dataset_dir=tmp_path, model="embedded", cfg=TrainConfig(), output_dir=tmp_path / "m",
+                    max_steps=1)
+    assert whole.dropped == 0 and whole.max_length > 300 and len(whole.data["train"]) == 2
+    assert whole.args.max_length == whole.max_length
+
+    said = []
+    capped = prepare("sft", dataset_dir=tmp_path, model="embedded", cfg=TrainConfig(sft={"max_length": 100}),
+                     output_dir=tmp_path / "m", max_steps=1, note=said.append)
+    assert capped.dropped == 1 and len(capped.data["train"]) == 1 and capped.params["dropped_over_length"] == 1
+    assert said and "left out 1 example(s) longer than that" in said[0]
+    with pytest.raises(LongformError, match=r"\[train.sft\] max_length 100: 1 example\(s\) are longer"):
+        prepare("sft", dataset_dir=tmp_path, model="embedded", output_dir=tmp_path / "m", max_steps=1,
+                cfg=TrainConfig(sft={"max_length": 100}, over_length="refuse"))
+
+    trainer = make_trainer(capped, TrainConfig())
+    batch = trainer.data_collator([trainer.train_dataset[0]])
+    ids, labels = batch["input_ids"][0].tolist(), batch["labels"][0].tolist()
+    tokenizer = capped.tokenizer
+    prompt_len = len(tokenizer.apply_chat_template(short["messages"][:1], add_generation_prompt=True, return_dict=False))
+    assert all(label == -100 for label in labels[:prompt_len])
+    assert labels[prompt_len:] == ids[prompt_len:]
+    assert tokenizer.decode(ids[prompt_len:]).startswith("Hello there.<|im_end|>")
