@@ -185,3 +185,39 @@ def test_report_command_draws_the_run_with_its_judges(corpus, tmp_path):
     summary = text.index("**m**, pairwise")
     assert summary < text.index("| judge | kind | status |")     # before the table, not inside it
     assert (tmp_path / "report" / "lengths.png").exists()
+
+
+def test_eval_pages(tmp_path):
+    """An evaluation of two served models (stand-ins over HTTP): the list, the comparison with its
+    paired differences, one chart per model, and every answer (escaped)."""
+    from fault_server import FaultServer, ok
+    from judges.length_eval import eval_prompts
+    from judges.model_eval import Sampling, endpoint_contestant, evaluate
+    from longform.config import Settings
+
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(f'{{"id": "p{n}", "instruction": "Write a {n}-word note."}}\n' for n in (20, 30, 40)))
+    letters = "abcdefghijklmnopqrstuvwxyz"
+
+    def writer(fraction):
+        def answer(body):
+            n = int(re.search(r"(\d+)-word", body["messages"][-1]["content"]).group(1))
+            return ok(" ".join(f"w{letters[i % 26]}" + letters[i // 26] for i in range(int(n * fraction))) + " <script>.")
+        return answer
+
+    db = tmp_path / "e.duckdb"
+    with FaultServer("good") as good, FaultServer("short") as short:
+        good.answer, short.answer = writer(1.0), writer(0.4)
+        with Store.open(db) as store:
+            result = evaluate(store, [endpoint_contestant(f"short@{short.base_url}"),
+                                      endpoint_contestant(f"good@{good.base_url}")],
+                              eval_prompts(prompts), prompts_path=str(prompts), sampling=Sampling(), settings=Settings())
+    client = TestClient(create_app(db))
+    listing = client.get("/evals")
+    assert listing.status_code == 200 and f"/evals/{result.eval_id}" in listing.text and "good (" in listing.text
+    page = client.get(f"/evals/{result.eval_id}")
+    assert page.status_code == 200
+    assert page.text.count("<svg") == 2 and "<script>" not in page.text and "&lt;script&gt;" in page.text
+    row = re.search(r"<td>good</td><td>short</td><td>length_score</td><td class=\"num\">3</td>(.*?)</tr>", page.text, re.S)
+    assert row and "higher" in row.group(1)
+    assert client.get("/evals/e-missing").status_code == 404

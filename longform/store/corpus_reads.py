@@ -278,6 +278,35 @@ class CorpusReads:
                 GROUP BY ALL ORDER BY ALL""", p),
         }
 
+    # --- evaluations (`longform eval`) ----------------------------------------------------------
+
+    def evals(self) -> list[dict]:
+        """Every evaluation, newest first: its models (with their mean S_l) and prompt count."""
+        found = self._rows("SELECT eval_id, model, backend, train_id, prompts_path, summary, created_at FROM evals"
+                           " ORDER BY created_at DESC, model", json=("summary",))
+        out: dict[str, dict] = {}
+        for row in found:
+            entry = out.setdefault(row["eval_id"], {"eval_id": row["eval_id"], "created_at": row["created_at"],
+                                                    "prompts_path": row["prompts_path"], "models": []})
+            entry["models"].append(row)
+        return list(out.values())
+
+    def eval(self, eval_id: str) -> dict | None:
+        models = self._rows("SELECT model, source, backend, train_id, prompts_path, settings, summary, created_at"
+                            " FROM evals WHERE eval_id = ? ORDER BY created_at, model", [eval_id],
+                            json=("settings", "summary"))
+        if not models:
+            return None
+        return {
+            "eval_id": eval_id, "models": models,
+            "pairs": self._rows("SELECT model_a, model_b, metric, n, mean_diff, ci_low, ci_high FROM eval_pairs"
+                                " WHERE eval_id = ? ORDER BY model_a, model_b, metric", [eval_id]),
+            "answers": self._rows("SELECT model, prompt_id, instruction, required_words, length_kind, length_low,"
+                                  " length_high, words, length_score, bound_ok, finish_reason, tokens_out, max_tokens,"
+                                  " repeated_ngram, repeated_paragraphs, quality, error, text FROM eval_answers"
+                                  " WHERE eval_id = ? ORDER BY prompt_id, model", [eval_id]),
+        }
+
     def failures(self, run: str | None) -> dict:
         where, params = (" WHERE run_id = ?", [run]) if run else ("", [])
         return {"groups": self._rows(f"SELECT stage, reason, count(*) AS n FROM failures{where}"

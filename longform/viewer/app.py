@@ -94,6 +94,20 @@ def create_app(db: Path) -> Starlette:
         run_id = request.query_params.get("run") or None
         return render("failures.html", failures=reads.failures(run_id), run=run_id)
 
+    def evals(request: Request, reads: CorpusReads) -> HTMLResponse:
+        return render("evals.html", evals=reads.evals())
+
+    def evaluation(request: Request, reads: CorpusReads) -> HTMLResponse:
+        found = reads.eval(request.path_params["eval_id"])
+        if found is None:
+            return not_found("evaluation", request.path_params["eval_id"])
+        answered = [a for a in found["answers"] if not a["error"]]
+        plots = [c for c in (charts.scatter(f"Asked vs written: {m['model']}",
+                                            [(a["required_words"], a["words"], a["prompt_id"]) for a in answered
+                                             if a["model"] == m["model"]], x_label="asked", y_label="written")
+                             for m in found["models"]) if c]
+        return render("eval.html", e=found, plots=plots)
+
     return Starlette(routes=[
         Route("/", page(runs)),
         Route("/runs/{run_id}", page(run)),
@@ -102,6 +116,8 @@ def create_app(db: Path) -> Starlette:
         Route("/prompts/{prompt_id}", page(prompt)),
         Route("/pairs/{selection_id}", page(pair)),
         Route("/failures", page(failures)),
+        Route("/evals", page(evals)),
+        Route("/evals/{eval_id}", page(evaluation)),
     ])
 
 
