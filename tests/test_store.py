@@ -166,3 +166,26 @@ def test_an_older_database_is_migrated_in_place_keeping_its_rows(tmp_path):
         store.put_run_stats("r-old", {"write": {"requests": 1, "attempts": 1, "cache_hits": 0, "tokens_in": 1,
                                                 "tokens_out": 1, "truncated": 0, "errors": {}, "wall_s": 0.1}})
         assert store.query("select stage from run_stats")[1] == [("write",)]
+
+
+def test_length_evals_move_into_eval_answers(tmp_path):
+    """v10: `eval-length`'s one-model rows become `longform eval`'s answers, each evaluation an `evals` row."""
+    from longform.store.schema import MIGRATIONS
+
+    path = tmp_path / "v9.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE schema_version (version INTEGER, applied_at TIMESTAMPTZ)")
+    for number, sql in enumerate(MIGRATIONS[:9], start=1):
+        con.execute(sql)
+        con.execute("INSERT INTO schema_version VALUES (?, now())", [number])
+    con.execute("INSERT INTO length_evals (eval_id, model, prompt_id, instruction, required_words, text, words,"
+                " length_counter, length_score, tokens_out, finish_reason, created_at, length_kind, bound_ok, train_id)"
+                " VALUES ('e-old', 'out/model', 'p1', 'Write 30 words.', 30, 'some text', 2, 'lbw_words', 0.0, 3,"
+                " 'stop', now(), 'exact', NULL, 't-1')")
+    con.close()
+    with Store.open(path) as store:
+        assert store.query("select eval_id, model, prompt_id, words, train_id from eval_answers")[1] == [
+            ("e-old", "out/model", "p1", 2, "t-1")]
+        assert store.query("select eval_id, model, backend, train_id from evals")[1] == [
+            ("e-old", "out/model", "transformers", "t-1")]
+        assert store.query("select count(*) from information_schema.tables where table_name = 'length_evals'")[1] == [(0,)]
