@@ -1,4 +1,5 @@
-"""The engine: the only code that talks to a model.
+"""The engine: every call to a model over HTTP goes through it (models run in-process by transformers,
+for GATEAU, training and `longform eval --model`, do not).
 
 Writers and judges hand it a `ChatRequest` and await a `Completion`. It answers from the request
 cache when it can; otherwise it sends to one of its endpoints (router.py: a sample's requests stay
