@@ -171,3 +171,32 @@ def _write(prompts, name):
     path = Path(tempfile.mkdtemp()) / name
     path.write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in prompts), encoding="utf-8")
     return path
+
+
+def test_quality_from_the_rubric_judge(tmp_path, prompts_file):
+    """--quality: S_q per answer from the rubric judge on the config's [judges] endpoints (a stand-in
+    that rates the short writer's answers low), its mean in the summary, its paired difference stored."""
+    def judge(body):
+        text = body["messages"][-1]["content"]
+        rating = 2 if "Too short." in text else 5
+        return ok(json.dumps({d: rating for d in ("relevance", "accuracy", "coherence", "clarity",
+                                                  "breadth_and_depth", "reading_experience")}))
+
+    def short_writer(body):
+        return ok("Too short.")
+
+    with FaultServer("exact") as writer, FaultServer("short") as short, FaultServer("judge") as judge_server:
+        writer.answer, short.answer, judge_server.answer = exact_writer, short_writer, judge
+        config = tmp_path / "judge.toml"
+        config.write_text(f'[judges]\nverdicts = "text"\n\n[[judges.endpoints]]\nkind = "openai"\n'
+                          f'base_url = "{judge_server.base_url}"\nmodel = "judge"\n')
+        code, out, err = _eval(tmp_path, "--endpoint", f"short@{short.base_url}",
+                               "--endpoint", f"exact@{writer.base_url}", "--quality", "-c", str(config))
+        assert code == 0, err
+        assert len(judge_server.received) == 6
+        db = tmp_path / "e.duckdb"
+        quality = dict(rows(db, "select model || '/' || prompt_id, quality from eval_answers"))
+        assert quality["exact/en-30"] == 100.0 and quality["short/en-30"] == 25.0
+        assert {j for (j,) in rows(db, "select distinct judge_model from eval_answers")} == {"judge"}
+        [(n, diff, low)] = rows(db, "select n, mean_diff, ci_low from eval_pairs where metric = 'quality'")
+        assert n == 3 and low > 0
