@@ -20,7 +20,7 @@ by their answer keys. Results and per-stage seconds: benchmarks/results/closing_
 report and plot: benchmarks/results/closing_loop/. Not part of `make test` or `make bench`:
 about two hours on 2 CPU cores.
 
-    python benchmarks/closing_loop.py [--stages build,data,train,eval] [--quality] [--a3]
+    python benchmarks/closing_loop.py [--stages build,base,data,train,eval] [--quality] [--a3]
 """
 
 from __future__ import annotations
@@ -46,7 +46,8 @@ from longform.relabel import relabel  # noqa: E402
 
 HERE = ROOT / "benchmarks" / "closing_loop"
 OUT = ROOT / "datasets_out" / "closing_loop"
-DB = OUT / "corpus.duckdb"
+DB = OUT / "corpus.duckdb"          # the AgentWrite build
+EVAL_DB = OUT / "eval.duckdb"       # one-shot answers, training runs and evaluations (a build holds DB's lock)
 TRAIN_PROMPTS = HERE / "train_prompts.jsonl"
 EVAL_PROMPTS = ROOT / "configs" / "eval_prompts.jsonl"
 RESULTS = ROOT / "benchmarks" / "results" / "closing_loop.json"
@@ -67,8 +68,8 @@ def longform(*args: str) -> str:
     return proc.stdout
 
 
-def query(sql: str) -> list[dict]:
-    return json.loads(longform("query", "--db", str(DB), "--format", "json", sql) or "[]")
+def query(sql: str, db: Path = EVAL_DB) -> list[dict]:
+    return json.loads(longform("query", "--db", str(db), "--format", "json", sql) or "[]")
 
 
 def timed(results: dict, stage: str, fn):
@@ -98,7 +99,7 @@ def agentwrite_data(name: str, relabeled: bool) -> Path:
 def one_shot_data(name: str) -> Path:
     """A1's data: one request per training instruction to the same embedded model, at the build's
     sampling; its instructions relabeled and decontaminated by the same code as the export's."""
-    out = longform("eval", "--endpoint", "embedded", "--prompts", str(TRAIN_PROMPTS), "--db", str(DB),
+    out = longform("eval", "--endpoint", "embedded", "--prompts", str(TRAIN_PROMPTS), "--db", str(EVAL_DB),
                    "--temperature", "0.7", "--top-p", "0.95", "--out", str(OUT / "one-shot-eval"))
     eval_id = re.search(r"eval (e-\S+):", out).group(1)
     answers = query(f"SELECT prompt_id, instruction, text, words, finish_reason FROM eval_answers"
@@ -130,7 +131,7 @@ def train(arm: str, dataset: Path, steps: int) -> Path:
     if not (model / "training_log.json").exists():
         shutil.rmtree(model, ignore_errors=True)
         longform("train", "sft", "--dataset", str(dataset), "--model", "embedded", "-c", str(config),
-                 "--max-steps", str(steps), "--output", str(model), "--db", str(DB))
+                 "--max-steps", str(steps), "--output", str(model), "--db", str(EVAL_DB))
     return model
 
 
@@ -152,7 +153,7 @@ def curve(model: Path) -> list[float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--stages", default="build,data,train,eval")
+    parser.add_argument("--stages", default="build,base,data,train,eval")
     parser.add_argument("--steps", type=int, default=24, help="Optimizer steps per trained arm.")
     parser.add_argument("--quality", action="store_true", help="Also judge S_q (the rubric judge, embedded).")
     parser.add_argument("--a3", action="store_true", help="Also A3: AgentWrite answers, lengths not relabeled.")
@@ -179,10 +180,13 @@ def main() -> None:
             models[arm] = timed(results, f"train_{arm}", lambda arm=arm, dataset=dataset: train(arm, dataset, args.steps))
             results.setdefault("curves", {})[arm] = curve(models[arm])
         save(results)
+    common = ["--prompts", str(EVAL_PROMPTS), "--db", str(EVAL_DB), "--max-new-tokens", str(EVAL_MAX_TOKENS)]
+    if "base" in stages:   # A0 alone: it needs no data, so it can run while the build does
+        timed(results, "eval_A0", lambda: longform("eval", "--model", "embedded", *common,
+                                                   "--out", str(OUT / "base-eval")))
     if "eval" in stages:
         cmd = ["eval", "--model", "embedded", *[a for arm in models for a in ("--model", str(models[arm]))],
-               "--prompts", str(EVAL_PROMPTS), "--db", str(DB), "--max-new-tokens", str(EVAL_MAX_TOKENS),
-               "--out", str(REPORT)]
+               *common, "--out", str(REPORT)]
         out = timed(results, "eval", lambda: longform(*cmd, *(["--quality"] if args.quality else [])))
         eval_id = re.search(r"eval (e-\S+):", out).group(1)
         labels = {"embedded": "A0", **{models[arm].name: arm for arm in models}}
