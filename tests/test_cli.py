@@ -164,3 +164,18 @@ def test_every_commands_help_keeps_the_config_sections_it_names():
         assert all(section in out for section in named), (name, named, out)
         checked += 1
     assert checked >= 3   # build, deploy, export, select, train name sections
+
+
+def test_os_errors_and_broken_pipes_at_the_root(tmp_path):
+    """One place turns a path that cannot be read into one line, and a closed pipe into a quiet exit."""
+    _one_line_error(run("build", "--config", str(tmp_path), cwd=tmp_path, env_home=tmp_path),
+                    f"{tmp_path}: Is a directory")
+    db = tmp_path / "e.duckdb"
+    with Store.open(db) as store:
+        store.query("select 1")
+    reader = subprocess.Popen([*LONGFORM, "query", "select * from range(5000)", "--db", str(db)], cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    reader.stdout.readline()
+    reader.stdout.close()          # `| head -1`
+    err = reader.stderr.read()
+    assert reader.wait(timeout=120) == 0 and "Traceback" not in err and "BrokenPipe" not in err

