@@ -104,7 +104,8 @@ def one_shot_data(name: str) -> Path:
     """A1's data: one request per training instruction to the same embedded model, at the build's
     sampling; its instructions relabeled and decontaminated by the same code as the export's."""
     out = longform("eval", "--endpoint", "embedded", "--prompts", str(TRAIN_PROMPTS), "--db", str(EVAL_DB),
-                   "--temperature", "0.7", "--top-p", "0.95", "--out", str(OUT / "one-shot-eval"))
+                   "--temperature", "0.7", "--top-p", "0.95", "--max-new-tokens", str(EVAL_MAX_TOKENS),
+                   "--out", str(OUT / "one-shot-eval"))
     eval_id = re.search(r"eval (e-\S+):", out).group(1)
     answers = query(f"SELECT prompt_id, instruction, text, words, finish_reason FROM eval_answers"
                     f" WHERE eval_id = '{eval_id}' AND error IS NULL ORDER BY prompt_id")
@@ -112,7 +113,9 @@ def one_shot_data(name: str) -> Path:
     index = EvalIndex([EVAL_PROMPTS])
     rows = []
     for a in answers:
-        if index.overlap(a["instruction"]):
+        # An answer cut by the token cap has no end: training on it would teach the model not to stop
+        # (AgentWrite's answers all end). It stays in eval_answers, counted in the results.
+        if index.overlap(a["instruction"]) or a["finish_reason"] != "stop":
             continue
         s = specs[a["prompt_id"]]
         instruction = relabel(a["instruction"], kind=s.kind, low=s.low, high=s.high, unit=s.unit,
@@ -171,6 +174,11 @@ def main() -> None:
         a2 = timed(results, "data_a2", lambda: agentwrite_data("a2-agentwrite", relabeled=True))
         a1 = timed(results, "data_a1", lambda: one_shot_data("a1-one-shot"))
         results["data"] = {"A1": dataset_stats(a1), "A2": dataset_stats(a2)}
+        results["data"]["A1"]["cut_by_cap_left_out"] = query(
+            "SELECT count(*) AS n FROM eval_answers a JOIN evals e USING (eval_id, model)"
+            f" WHERE e.prompts_path = '{TRAIN_PROMPTS}' AND a.finish_reason = 'length'"
+            " AND a.eval_id = (SELECT max_by(eval_id, created_at) FROM evals WHERE prompts_path ="
+            f" '{TRAIN_PROMPTS}')")[0]["n"]
         if args.a3:
             a3 = timed(results, "data_a3", lambda: agentwrite_data("a3-agentwrite-asked", relabeled=False))
             results["data"]["A3"] = dataset_stats(a3)

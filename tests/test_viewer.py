@@ -221,3 +221,17 @@ def test_eval_pages(tmp_path):
     row = re.search(r"<td>good</td><td>short</td><td>length_score</td><td class=\"num\">3</td>(.*?)</tr>", page.text, re.S)
     assert row and "higher" in row.group(1)
     assert client.get("/evals/e-missing").status_code == 404
+
+
+def test_non_finite_numbers_and_a_busy_port(client, corpus, tmp_path):
+    for name, value in (("page", "nan"), ("page", "inf"), ("sl_min", "-inf")):
+        bad = client.get("/samples", params={name: value})
+        assert bad.status_code == 400 and f"{name} must be a finite number" in bad.text
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = longform("view", "--db", str(corpus), "--port", str(port), cwd=tmp_path)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2 and err.strip().count("\n") == 0
+    assert f"127.0.0.1:{port}: cannot listen there" in err and "Traceback" not in err

@@ -166,5 +166,16 @@ def view(
 
         from longform.viewer.app import create_app
 
-        err_console.print(f"longform view: http://{host}:{port}/ (Ctrl-C stops)")
-        uvicorn.run(create_app(db), host=host, port=port, log_level="warning")
+        # The port is taken here, before uvicorn: a port in use is one line, not uvicorn's log and exit 1.
+        import socket
+
+        listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            listener.bind((host, port))
+        except OSError as e:
+            listener.close()
+            raise LongformError(f"{host}:{port}: cannot listen there ({e.strerror}); pass --port") from None
+        err_console.print(f"longform view: http://{host}:{listener.getsockname()[1]}/ (Ctrl-C stops)")
+        config = uvicorn.Config(create_app(db), log_level="warning")
+        uvicorn.Server(config).run(sockets=[listener])

@@ -7,6 +7,7 @@ the browser sends only query parameters, which become bound parameters of named 
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -131,9 +132,12 @@ def _filter(params) -> SampleFilter:
         if value in (None, ""):
             return None
         try:
-            return float(value)
+            number = float(value)
         except ValueError:
             raise BadParameter(f"{name} must be a number, got {value!r}") from None
+        if not math.isfinite(number):   # float() reads "nan" and "inf"; no filter or page can use them
+            raise BadParameter(f"{name} must be a finite number, got {value!r}")
+        return number
 
     selected = params.get("selected") or None
     if selected not in (None, "yes", "no"):
