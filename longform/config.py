@@ -8,6 +8,7 @@ the environment variable that holds its key, so a config snapshot can be stored 
 from __future__ import annotations
 
 import tomllib
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -355,6 +356,31 @@ class Settings(_Section):
     def snapshot(self) -> dict:
         """The config as stored with a run. Holds no secrets: keys are referenced by env var name."""
         return self.model_dump(mode="json")
+
+    @classmethod
+    def from_stored(cls, config: dict) -> "Settings":
+        """A run's stored config read as the data it is: a key an earlier (or later) version had and
+        this one does not is left out, rather than refused as it would be in a config file."""
+        def section(annotation: object) -> type[BaseModel] | None:
+            # The settings model a field holds, directly or in a list / an optional: EndpointConfig
+            # for `list[EndpointConfig] | None`.
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                return annotation
+            return next((m for m in map(section, typing.get_args(annotation)) if m), None)
+
+        def known(model: type[BaseModel], data: object) -> object:
+            if isinstance(data, list):
+                return [known(model, item) for item in data]
+            if not isinstance(data, dict):
+                return data
+            out = {}
+            for key, value in data.items():
+                field = model.model_fields.get(key)
+                if field is not None:
+                    sub = section(field.annotation)
+                    out[key] = known(sub, value) if sub else value
+            return out
+        return cls.model_validate(known(cls, config))
 
 
 def load_settings(path: Path, **overrides: object) -> Settings:

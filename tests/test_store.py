@@ -189,3 +189,17 @@ def test_length_evals_move_into_eval_answers(tmp_path):
         assert store.query("select eval_id, model, backend, train_id from evals")[1] == [
             ("e-old", "out/model", "transformers", "t-1")]
         assert store.query("select count(*) from information_schema.tables where table_name = 'length_evals'")[1] == [(0,)]
+
+
+def test_a_stored_config_is_read_as_data():
+    """A run's config written by another version: keys this one does not know are left out, in every
+    section and in lists of endpoints, instead of refusing the database (`status`, `select`, `export`)."""
+    from longform.config import Settings
+
+    stored = Settings().snapshot()
+    stored["build"]["moved_key"] = 1
+    stored["gateau"] = {"enabled": True, "retired": "x"}
+    stored["endpoints"] = [{"kind": "openai", "base_url": "http://h:1/v1", "old_knob": 2}]
+    stored["a_section_from_the_future"] = {"k": 1}
+    settings = Settings.from_stored(stored)
+    assert settings.gateau.enabled and settings.endpoints[0].base_url == "http://h:1/v1"

@@ -38,15 +38,13 @@ def export(
     """Write a run's selected SFT samples and DPO pairs as TRL datasets with a dataset card."""
     with user_errors():
         from judges.ruler import meta_length_token
-        from longform.config import ExportConfig
+        from longform.config import Settings
         from longform.export import export_run, export_target
         from longform.store import Store
 
         with CorpusReads.open(db) as reads:
             run_id, build_name, config = scored_run(reads, db, run)
-        # The run's stored [export] settings, read as data: keys this version does not know are ignored.
-        stored = ExportConfig.model_validate({k: v for k, v in config.get("export", {}).items()
-                                              if k in ExportConfig.model_fields})
+        stored = Settings.from_stored(config).export   # the run's own [export] settings
         files = [*stored.decontaminate, *decontaminate]
         for f in files:
             if not f.is_file():
@@ -88,7 +86,7 @@ def select(
     """Rank a run's selected samples by GATEAU (HMG + CAM, on transformers) and keep the top of them."""
     with user_errors():
         from judges.gateau_selection import cached_measures, candidates, rank, save, scorer_for
-        from longform.config import GateauConfig, load_settings
+        from longform.config import Settings, load_settings
         from longform.store import Store
 
         if top_k is not None and ratio is not None:
@@ -96,7 +94,7 @@ def select(
         with CorpusReads.open(db) as reads:
             run_id, _, run_config = scored_run(reads, db, run)
         # The run's own [gateau] settings unless a config is given.
-        cfg = load_settings(config).gateau if config else GateauConfig.model_validate(run_config.get("gateau", {}))
+        cfg = load_settings(config).gateau if config else Settings.from_stored(run_config).gateau
         with Store.open_read_only(db) as store:
             picks = candidates(store, run_id)
             cached = cached_measures(store, picks, cfg)

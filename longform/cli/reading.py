@@ -98,7 +98,7 @@ def _print_shards(run_config: dict) -> None:
     from longform.config import Settings
     from longform.shards import shard_db
 
-    settings = Settings.model_validate(run_config)
+    settings = Settings.from_stored(run_config)
     n = settings.build.shards
     if n <= 1:
         return
