@@ -32,8 +32,6 @@ iterations = 2
 train_model = "embedded"
 train_max_steps = 1
 
-[train.sft]
-max_length = 128
 """)
     return config
 

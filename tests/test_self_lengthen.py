@@ -132,8 +132,6 @@ required_filters = []
 iterations = 2
 train_max_steps = 1
 
-[train.sft]
-max_length = 128
 
 [agentwrite]"""))
     db = tmp_path / "corpus.duckdb"
