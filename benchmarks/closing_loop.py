@@ -52,13 +52,18 @@ TRAIN_PROMPTS = HERE / "train_prompts.jsonl"
 EVAL_PROMPTS = ROOT / "configs" / "eval_prompts.jsonl"
 RESULTS = ROOT / "benchmarks" / "results" / "closing_loop.json"
 REPORT = ROOT / "benchmarks" / "results" / "closing_loop"
-# Every eval answer is capped at 2,048 tokens (about 1,500 English words): a 135M model often loops
-# without stopping, and one such answer holds its whole batch to the cap. The four prompts asking
-# for more than 1,500 words can then score at most S_l ≈ 83; the cap is the same for every arm.
-EVAL_MAX_TOKENS = 2048
+# Every eval answer is capped at 1,024 tokens (about 750 English words). Measured here: one batch
+# of 24 answers capped at 2,048 tokens ran for more than 45 minutes on 2 cores (a 135M model often
+# loops without stopping, and such an answer holds its batch to the cap), so three models did not
+# fit a session. The cap is the same for every arm: prompts asking for more than ~750 words are
+# scored on what fits under it, which limits every arm alike and narrows their differences there.
+EVAL_MAX_TOKENS = 1024
 # All 24 prompts in one batch: on 2 cores a step for 24 rows costs ~2.8× a step for one, and a
 # batch runs until its longest row ends, so one batch wastes the least.
 EVAL_BATCH = 24
+# A1's one-shot answers (on the llama.cpp server, one at a time) are capped at 2,048 tokens; those
+# the cap cut are left out of A1's data.
+ONE_SHOT_MAX_TOKENS = 2048
 
 
 def longform(*args: str) -> str:
@@ -104,7 +109,7 @@ def one_shot_data(name: str) -> Path:
     """A1's data: one request per training instruction to the same embedded model, at the build's
     sampling; its instructions relabeled and decontaminated by the same code as the export's."""
     out = longform("eval", "--endpoint", "embedded", "--prompts", str(TRAIN_PROMPTS), "--db", str(EVAL_DB),
-                   "--temperature", "0.7", "--top-p", "0.95", "--max-new-tokens", str(EVAL_MAX_TOKENS),
+                   "--temperature", "0.7", "--top-p", "0.95", "--max-new-tokens", str(ONE_SHOT_MAX_TOKENS),
                    "--out", str(OUT / "one-shot-eval"))
     eval_id = re.search(r"eval (e-\S+):", out).group(1)
     answers = query(f"SELECT prompt_id, instruction, text, words, finish_reason FROM eval_answers"
