@@ -20,7 +20,6 @@ import asyncio
 import hashlib
 import itertools
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -32,7 +31,7 @@ from longform.config import EndpointConfig, Settings
 from longform.engine import ChatRequest, RequestFailed
 from longform.endpoint import open_pool
 from longform.errors import LongformError
-from longform.clock import now
+from longform.clock import now, timed_id
 from longform.ids import content_hash
 from longform.lengths import LengthSpec
 from longform.prompts import Prompt
@@ -78,7 +77,7 @@ class EvalResult:
 
 
 def new_eval_id() -> str:
-    return f"e-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    return timed_id("e")
 
 
 def local_contestant(model: str, store: Store) -> Contestant:

@@ -6,9 +6,13 @@
     <out_dir>/<name>/longform-export.json              what was exported from where
 
 Rows are split by prompt (a hash of its id), so no prompt has candidates on both sides of the split.
-Every row carries the `sample_id`s it came from. Files are written beside their final names and
-renamed into place, so a crash never leaves a half-written Parquet file that a training job would
-load; a split with no rows gets no file (datasets cannot load an empty Parquet file).
+Every row carries the `sample_id`s it came from. A split with no rows gets no file (datasets
+cannot load an empty Parquet file).
+
+An export is written whole into a folder beside the old one and swapped in by one rename, so a
+crash leaves the old export or the new one, never a mix of both (a training job loading `sft/`
+from one run and `dpo/` from another). What else the folder holds (a report, a user's notes) moves
+into the new folder first.
 """
 
 from __future__ import annotations
@@ -19,7 +23,6 @@ import os
 import re
 import shutil
 from collections import Counter
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
@@ -83,28 +86,70 @@ def export_run(store: Store, *, run_id: str, target: Path, config: dict, test_ra
                 row["messages"][1]["content"] = f"{token} {row['messages'][1]['content']}"
                 row["meta_length_token"] = token
                 added_tokens[token] += 1
-    target.mkdir(parents=True, exist_ok=True)
-    counts = {}
-    for kind, rows in (("sft", sft), ("dpo", dpo)):
-        shutil.rmtree(target / kind, ignore_errors=True)
-        for split in ("train", "test"):
-            part = [r for r in rows if _split(r["prompt_id"], test_ratio) == split]
-            counts[f"{kind}_{split}"] = len(part)
-            if part:
-                (target / kind).mkdir(exist_ok=True)
-                _atomic(target / kind / f"{split}.parquet", lambda p, part=part: pq.write_table(pa.Table.from_pylist(part), p))
-    for stale in ("sft.parquet", "sft.jsonl"):  # the layout before DPO existed
-        (target / stale).unlink(missing_ok=True)
-    models = store.models_of(run_id)
-    card = dataset_card(target.name, sft, dpo, counts, run_id=run_id, config=config, models=models,
-                        added_tokens=added_tokens, sft_from=store.sft_purpose(run_id), shaping=shaping,
-                        decontaminate=[str(p) for p in decontaminate or []])
-    _atomic(target / "README.md", lambda p: p.write_text(card, encoding="utf-8"))
-    manifest = {"run_id": run_id, "name": target.name, "counts": counts, "shaping": shaping,
-                "meta_length_tokens": sorted(added_tokens),
-                "exported_at": datetime.now(timezone.utc).isoformat()}
-    _atomic(target / MANIFEST, lambda p: p.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8"))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.with_name(f".{target.name}.new-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        counts = {}
+        for kind, rows in (("sft", sft), ("dpo", dpo)):
+            for split in ("train", "test"):
+                part = [r for r in rows if _split(r["prompt_id"], test_ratio) == split]
+                counts[f"{kind}_{split}"] = len(part)
+                if part:
+                    (staging / kind).mkdir(exist_ok=True)
+                    pq.write_table(pa.Table.from_pylist(part), staging / kind / f"{split}.parquet")
+        models = store.models_of(run_id)
+        card = dataset_card(target.name, sft, dpo, counts, run_id=run_id, config=config, models=models,
+                            added_tokens=added_tokens, sft_from=store.sft_purpose(run_id), shaping=shaping,
+                            decontaminate=[str(p) for p in decontaminate or []])
+        (staging / "README.md").write_text(card, encoding="utf-8")
+        manifest = {"run_id": run_id, "name": target.name, "counts": counts, "shaping": shaping,
+                    "meta_length_tokens": sorted(added_tokens), "exported_at": now().isoformat()}
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        _swap_in(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return {**counts, "shaping": shaping}
+
+
+# What an export writes; anything else in the folder is carried over to the new one.
+_EXPORT_OWNED = {"sft", "dpo", "README.md", MANIFEST, "sft.parquet", "sft.jsonl"}  # the last two: the layout before DPO
+
+
+def _swap_in(staging: Path, target: Path) -> None:
+    """Put the finished export in `staging` at `target` in one rename."""
+    if target.exists():
+        for entry in target.iterdir():
+            if entry.name not in _EXPORT_OWNED:
+                os.replace(entry, staging / entry.name)
+        if _exchange(staging, target):
+            shutil.rmtree(staging)  # now the old export
+            return
+        # No atomic exchange here (not Linux, or a file system without it): the old folder goes
+        # aside first, so a crash between the two renames leaves no export, not a mixed one.
+        aside = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.replace(target, aside)
+        os.replace(staging, target)
+        shutil.rmtree(aside, ignore_errors=True)
+        return
+    os.replace(staging, target)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically with Linux's renameat2(RENAME_EXCHANGE). Written here because
+    Python's os module has no binding for it (os.replace cannot replace a non-empty folder)."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):  # a libc older than glibc 2.28
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
 
 
 def write_parquet(path: Path, rows: list[dict]) -> None:
@@ -215,7 +260,7 @@ def dataset_card(name: str, sft: list[dict], dpo: list[dict], counts: dict, *, r
         f"- Generation model: {', '.join(models['generation']) or 'n/a'}",
         f"- Judge model: {', '.join(models['judge']) or 'none (no judges ran)'}",
         f"- Writers: {', '.join(sorted({r['writer'] for r in sft})) or 'n/a'}",
-        f"- Run: `{run_id}`; exported {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
+        f"- Run: `{run_id}`; exported {now().strftime('%Y-%m-%d %H:%M UTC')}",
         "- Split: by a hash of the prompt id, so all candidates of a prompt are on the same side.",
         "",
         "## Selection",

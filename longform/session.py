@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
-import uuid
 from collections import Counter
 from contextlib import ExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from functools import partial
 from pathlib import Path
 from typing import AsyncIterator, Iterator
 
+from longform.clock import timed_id
 from longform.config import Settings
 from longform.endpoint import Endpoint, open_pool
 from longform.engine import Engine, StageStats
@@ -246,7 +246,7 @@ async def _engines(settings: Settings, store: Store, run_id: str) -> AsyncIterat
 
 
 def new_run_id() -> str:
-    return f"r-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    return timed_id("r")
 
 
 @asynccontextmanager
@@ -278,7 +278,7 @@ async def corpus_session(settings: Settings, *, prompts_path: Path | None,
 async def _run_record(settings: Settings, prompts_path: Path | None, prefect_flow_run_id: str | None):
     """The store and the run's row: `running` while inside, then finished, failed or interrupted,
     with the summary of the session put in `holder[0]`."""
-    store = Store.open(settings.build.db)
+    store = Store.open(settings.build.db, live=True)
     run_id = new_run_id()
     holder: list[BuildSession | None] = [None]
     status = "failed"

@@ -12,11 +12,10 @@ import dataclasses
 import hashlib
 import json
 import os
-import time
-import uuid
 from pathlib import Path
 from typing import Literal
 
+from longform.clock import timed_id
 from longform.config import TrainConfig
 from longform.errors import LongformError
 from longform.export import MANIFEST
@@ -180,7 +179,7 @@ def train(kind: Kind, *, dataset_dir: Path, model: str, cfg: TrainConfig, output
           max_steps: int | None, record, note=lambda line: None) -> dict:
     """Train and save; `record(row)` is called when the run starts and again when it ends. The
     trainer's log (loss per step) is saved beside the model as `training_log.json`."""
-    train_id = f"t-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    train_id = timed_id("t")
     output_dir = output_dir or dataset_dir.parent / "models" / f"{dataset_dir.name}-{kind}-{train_id}"
     prepared = prepare(kind, dataset_dir=dataset_dir, model=model, cfg=cfg, output_dir=output_dir,
                        max_steps=max_steps, note=note)

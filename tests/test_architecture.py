@@ -47,3 +47,15 @@ def test_the_sql_check_finds_sql():
     assert SQL_CALL.search('_, rows = store.query("x")')
     assert SQL_TEXT.search("f\"select * from runs where run_id = '{run}'\"")
     assert not SQL_TEXT.search('"selected": selected')
+
+
+# Wall-clock reads that make a timestamp or an id; `longform/clock.py` is the one place for them.
+CLOCK_CALL = re.compile(r"\b(?:datetime\.(?:now|utcnow|today)|time\.(?:strftime|localtime|gmtime))\(")
+
+
+def test_timestamps_and_event_ids_come_from_one_clock():
+    found = [f"{path.relative_to(ROOT)}:{n}: {line.strip()}"
+             for top in PRODUCT for path in (ROOT / top).rglob("*.py") if path != ROOT / "longform" / "clock.py"
+             for n, line in enumerate(path.read_text().splitlines(), 1) if CLOCK_CALL.search(line.split("#")[0])]
+    assert not found, "use longform.clock.now() / timed_id():\n" + "\n".join(found)
+    assert CLOCK_CALL.search("stamp = time.strftime('%Y')") and CLOCK_CALL.search("datetime.now(timezone.utc)")

@@ -101,7 +101,7 @@ def test_build_then_query_then_rebuild_from_cache(tmp_path):
                 cwd=tmp_path, env_home=tmp_path)
     assert count.returncode == 0, count.stderr
     n = int(count.stdout.splitlines()[1])
-    assert n >= 1
+    assert n == 2   # one sample per prompt (tiny_build asks for one candidate each)
 
     refused = run("query", "delete from samples", "--db", str(db), cwd=tmp_path, env_home=tmp_path)
     _one_line_error(refused, "query refused: DELETE")
@@ -117,7 +117,7 @@ def test_build_then_query_then_rebuild_from_cache(tmp_path):
 
 def test_query_while_another_process_writes_is_answered_by_the_writer(tmp_path):
     db = tmp_path / "corpus.duckdb"
-    writer = Store.open(db, flush_interval_s=3600)
+    writer = Store.open(db, live=True, flush_interval_s=3600)
     try:
         writer.start_run("r-live", "live", {}, None, None)
         answered = run("query", "select run_id, status from runs", "--db", str(db), "-f", "csv",

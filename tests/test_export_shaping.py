@@ -94,3 +94,42 @@ def test_plan_text_is_longwriters_format():
     assert plan_text([("The keeper", 200), ("The bottle", 300)]) == (
         "Paragraph 1 - Main Point: The keeper - Word Count: 200 words\n"
         "Paragraph 2 - Main Point: The bottle - Word Count: 300 words")
+
+
+def test_an_export_is_swapped_in_whole_and_keeps_what_else_the_folder_holds(tmp_path, monkeypatch):
+    import pyarrow.parquet as pq
+
+    from longform import export
+    from longform.store import Store
+    from viewer_corpus import RUN, write_corpus
+
+    db = tmp_path / "corpus.duckdb"
+    write_corpus(db)
+    target = tmp_path / "out" / "mine"
+    with Store.open(db) as store:
+        first = export.export_run(store, run_id=RUN, target=target, config={})
+    assert first["sft_train"] + first["sft_test"] == 2 and first["dpo_train"] + first["dpo_test"] == 1
+    (target / "report").mkdir()
+    (target / "report" / "report.md").write_text("kept")
+    before = {p.relative_to(target): p.read_bytes() for p in target.rglob("*") if p.is_file()}
+
+    # A crash while the second export writes its DPO file: the first export is still there, whole.
+    real_write = pq.write_table
+
+    def crash_on_dpo(table, path, *args, **kwargs):
+        if "dpo" in str(path):
+            raise OSError(28, "No space left on device")
+        return real_write(table, path, *args, **kwargs)
+
+    monkeypatch.setattr(export.pq, "write_table", crash_on_dpo)
+    with Store.open(db) as store, pytest.raises(OSError):
+        export.export_run(store, run_id=RUN, target=target, config={}, include_plan=True)
+    assert {p.relative_to(target): p.read_bytes() for p in target.rglob("*") if p.is_file()} == before
+    monkeypatch.undo()
+
+    with Store.open(db) as store:
+        export.export_run(store, run_id=RUN, target=target, config={}, relabel_length=True)
+    manifest = json.loads((target / export.MANIFEST).read_text())
+    assert manifest["shaping"]["relabel"] is True                      # the new export, not the old
+    assert (target / "report" / "report.md").read_text() == "kept"   # carried over
+    assert [p.name for p in tmp_path.joinpath("out").iterdir()] == ["mine"]  # no staging folder left

@@ -74,7 +74,9 @@ def test_a_server_killed_mid_build_moves_its_samples_and_the_corpus_is_the_same(
         cfg = fleet_build(tmp_path, [a.base_url, b.base_url, c.base_url], 12, name="killed")
 
         def kill_b_when_busy() -> None:
-            while len(b.received) < 3:
+            # Bounded: if b gets fewer than three requests, it is killed anyway and the build still ends.
+            deadline = time.monotonic() + 60
+            while len(b.received) < 3 and time.monotonic() < deadline:
                 time.sleep(0.005)
             b.kill()
 
@@ -127,8 +129,8 @@ def test_a_database_from_the_previous_release_migrates_and_answers_from_its_cach
 
         endpoint = Endpoint(server.base_url, "fault-model", "json_schema", 8192)
         req = ChatRequest(stage="write", messages=[{"role": "user", "content": "Write. " * 400}], max_tokens=32)
-        probe = make_engine(endpoint, Store.open(tmp_path / "scratch.duckdb"))
-        body = probe.body(req)
+        with Store.open(tmp_path / "scratch.duckdb") as scratch:
+            body = make_engine(endpoint, scratch).body(req)
         key = request_key(body, sample_index=0, template="")
         old_columns = APPEND_TABLES["requests"][:14]
         con.execute(f"INSERT INTO requests ({', '.join(old_columns)}) VALUES (?, ?, 'r-old', 'write', 'fault-model', ?,"

@@ -1,3 +1,5 @@
+import time
+
 import duckdb
 import pytest
 
@@ -5,6 +7,7 @@ from longform.errors import LongformError
 from longform.store.schema import LATEST
 from longform.clock import now
 from longform.store import Store
+from longform.store.live_reads import ask_writer
 
 
 def _request(key: str, error: str | None = None) -> dict:
@@ -59,14 +62,47 @@ def test_appends_are_batched_and_cache_sees_unflushed_answers(tmp_path):
     reopened.close()
 
 
-def test_batch_flushes_when_full(tmp_path):
+def _live_count(path, table: str) -> int:
+    # Asked over the writer's live-read channel, as `longform query` in another process asks: it
+    # sees committed rows only and, unlike `Store.query`, does not flush first.
+    return ask_writer(path, f"select count(*) from {table}")[1][0][0]
+
+
+def _eventually(check, timeout_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_batch_commits_when_full_and_not_before(tmp_path):
     path = tmp_path / "a.duckdb"
-    store = Store.open(path, batch_rows=3, flush_interval_s=3600)
-    for i in range(3):
-        store.add("requests", _request(f"k{i}"))
-    # Readers in another process see the flushed batch while the writer is still open.
-    assert store.query("select count(*) from requests")[1] == [(3,)]
-    store.close()
+    with Store.open(path, live=True, batch_rows=3, flush_interval_s=3600) as store:
+        for i in range(2):
+            store.add("requests", _request(f"k{i}"))
+        time.sleep(0.3)
+        assert _live_count(path, "requests") == 0          # two rows wait in the buffer
+        store.add("requests", _request("k2"))              # the third fills the batch
+        assert _eventually(lambda: _live_count(path, "requests") == 3)
+
+
+def test_rows_are_committed_on_a_timer_while_the_writer_is_idle(tmp_path):
+    """A build waiting on a slow model adds nothing for a while; its rows must not wait for the next add."""
+    path = tmp_path / "a.duckdb"
+    with Store.open(path, live=True, flush_interval_s=0.2) as store:
+        store.add("requests", _request("k0"))
+        assert _live_count(path, "requests") == 0
+        assert _eventually(lambda: _live_count(path, "requests") == 1, timeout_s=5)
+        assert store.cached_answer("k0")["response_text"] == "answer k0"  # still an answer after the move
+
+
+def test_a_short_writer_serves_no_live_reads(tmp_path):
+    path = tmp_path / "a.duckdb"
+    with Store.open(path) as store:
+        store.add("requests", _request("k0"))
+        assert not (tmp_path / "a.duckdb.reader").exists() and ask_writer(path, "select 1") is None
 
 
 def test_rewriting_a_deterministic_row_changes_nothing(tmp_path):

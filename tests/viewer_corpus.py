@@ -4,6 +4,7 @@ requests and a failure — and a sample whose text tries to run a script."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 from longform.lengths import LengthSpec
@@ -28,7 +29,8 @@ def write_corpus(db: Path) -> dict:
                                   "sample_index": i, "text": text, "words": words, "length_counter": "lbw_words",
                                   **spec.columns(), "length_score": spec.score(words), "bound_ok": None,
                                   "length_stop": "in_band" if writer == "agentwrite" else None,
-                                  "n_sections": 2, "plan_source": "json", "tokens_out": words, "created_at": now()})
+                                  "n_sections": 2, "plan_source": "json", "tokens_out": words,
+                                  "created_at": now() + timedelta(seconds=i)})   # distinct: the viewer sorts by it
             store.add("selections", {"selection_id": f"sel-{i}", "run_id": RUN, "purpose": "sft", "prompt_id": "p-tea",
                                      "sample_id": sid, "selected": i != 1, "reason": "passed" if i != 1 else "S_l too low",
                                      "scores": {"length_score": spec.score(words)}, "created_at": now()})

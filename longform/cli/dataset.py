@@ -192,7 +192,7 @@ def run_eval(models: list[str], endpoints: list[str], *, prompts: Path, config: 
                         batch_size=batch_size)
     eval_id = new_eval_id()
     console.print(f"eval {eval_id}: {len(items)} prompts from {prompts}")
-    with Store.open(db) as store:
+    with Store.open(db, live=True) as store:
         contestants = [local_contestant(m, store) for m in models] + [endpoint_contestant(e) for e in endpoints]
         result = evaluate(store, contestants, items, prompts_path=str(prompts), sampling=sampling, settings=settings,
                           quality=quality, eval_id=eval_id, note=lambda line: console.print(line))

@@ -12,9 +12,10 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from datetime import datetime, timezone
 
 import openai
+
+from longform.clock import now
 
 TRANSIENT = "transient"
 RATE_LIMITED = "rate_limited"
@@ -69,4 +70,4 @@ def retry_after_s(exc: BaseException) -> float | None:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
-    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+    return max(0.0, (when - now()).total_seconds())

@@ -9,16 +9,21 @@ Buffering must not lose paid-for answers when the process is killed, so every bu
 also appended to a journal file beside the database (journal.py: one write() per row, which survives a
 kill -9). Opening the database replays whatever a killed writer left in it.
 
-A batch that falls due while a build runs is committed on a background thread, on a DuckDB cursor
-of its own (DuckDB releases the GIL while it works): a commit takes tens of milliseconds, and on
-the event loop it would hold up every request in flight. The batch takes the journal with it as a
-numbered segment, deleted once the batch is committed; rows added meanwhile go to a new journal.
-Anything that reads, and `flush()`, first waits for that commit.
+A batch falls due at `batch_rows` rows, or `flush_interval_s` after the last commit: a long-lived
+writer (`Store.open(..., live=True)`: a build, an evaluation) checks the second on a timer thread,
+so rows do not wait for the next `add` while a build waits on a slow model, and a live read
+(live_reads.py, served only by such writers) is never older than about that second. A due batch
+is committed on a background thread, on a DuckDB cursor of its own (DuckDB releases the GIL while
+it works): a commit takes tens of milliseconds, and on the event loop it would hold up every
+request in flight. The batch takes the journal with it as a numbered segment, deleted once the
+batch is committed; rows added meanwhile go to a new journal. Anything that reads, and `flush()`,
+first waits for that commit. One lock guards the buffers, which the timer thread also swaps.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -65,11 +70,16 @@ class Store(PipelineReads):
         self._pool: ThreadPoolExecutor | None = None
         self._writer: duckdb.DuckDBPyConnection | None = None
         self._last_flush = time.monotonic()
+        self._lock = threading.RLock()
+        self._timer: threading.Thread | None = None
+        self._closing = threading.Event()
 
     # --- opening ---------------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: Path, **kwargs: Any) -> "Store":
+    def open(cls, path: Path, *, live: bool = False, **kwargs: Any) -> "Store":
+        """The database for writing. `live`: a long-lived writer, which answers other processes'
+        reads (live_reads.py) and commits on a timer; a short write (a training row) needs neither."""
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -79,7 +89,9 @@ class Store(PipelineReads):
         try:
             migrate(con, path)
             store._open_journal()
-            store._live_reads = QueryServer(con, path, check_read_only).start()
+            if live:
+                store._live_reads = QueryServer(con, path, check_read_only).start()
+                store._start_timer()
         except BaseException:
             store._journal.close()
             con.close()
@@ -99,6 +111,10 @@ class Store(PipelineReads):
         return cls(con, path, read_only=True)
 
     def close(self) -> None:
+        self._closing.set()
+        if self._timer is not None:
+            self._timer.join()
+            self._timer = None
         if self._live_reads is not None:
             self._live_reads.stop()
             self._live_reads = None
@@ -223,13 +239,30 @@ class Store(PipelineReads):
         if table not in APPEND_TABLES:
             raise ValueError(f"not an append table: {table}")
         row = {c: _cell(row.get(c)) for c in APPEND_TABLES[table]}
-        self._journal.write(table, row)
-        self._pending[table].append(row)
-        if table == "requests" and row.get("error") is None:
-            self._pending_answers[row["key"]] = row
-        if (sum(map(len, self._pending.values())) >= self._batch_rows
-                or time.monotonic() - self._last_flush >= self._flush_interval_s):
-            self._commit_in_background()
+        with self._lock:
+            self._journal.write(table, row)
+            self._pending[table].append(row)
+            if table == "requests" and row.get("error") is None:
+                self._pending_answers[row["key"]] = row
+            if (sum(map(len, self._pending.values())) >= self._batch_rows
+                    or time.monotonic() - self._last_flush >= self._flush_interval_s):
+                self._commit_in_background()
+
+    def _start_timer(self) -> None:
+        self._start_pool()  # here, on the opening thread: a cursor is not made while another thread queries
+
+        def tick() -> None:
+            while not self._closing.wait(min(self._flush_interval_s, 1.0) / 2):
+                with self._lock:
+                    running = self._committing
+                    if running is not None and (not running.done() or running.exception() is not None):
+                        continue  # a failed commit is raised to the writer by its next add or read
+                    if (any(self._pending.values())
+                            and time.monotonic() - self._last_flush >= self._flush_interval_s):
+                        self._commit_in_background()
+
+        self._timer = threading.Thread(target=tick, name="longform-store-timer", daemon=True)
+        self._timer.start()
 
     def add_request(self, row: dict[str, Any], body: dict[str, Any]) -> None:
         """A `requests` row; its long message texts go to `texts` once (chunked_text.py)."""
@@ -265,13 +298,14 @@ class Store(PipelineReads):
 
     def flush(self) -> None:
         """Commit everything added so far, and return when it is committed."""
-        self._wait_for_commit()
-        self._last_flush = time.monotonic()
-        if not any(self._pending.values()):
-            return
-        batch, answers, segment = self._take_batch()
-        self._commit(self._con, batch)
-        self._committed(answers, segment)
+        with self._lock:
+            self._wait_for_commit()
+            self._last_flush = time.monotonic()
+            if not any(self._pending.values()):
+                return
+            batch, answers, segment = self._take_batch()
+            self._commit(self._con, batch)
+            self._committed(answers, segment)
 
     def _commit_in_background(self) -> None:
         self._last_flush = time.monotonic()
@@ -280,12 +314,15 @@ class Store(PipelineReads):
                 return  # one commit at a time; rows keep collecting for the next
             self._wait_for_commit()
         batch, answers, segment = self._take_batch()
+        self._start_pool()
+        self._committing = self._pool.submit(self._commit, self._writer, batch)
+        self._committing_answers, self._committing_segment = answers, segment
+
+    def _start_pool(self) -> None:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="longform-store")
             # The commit thread's own cursor: DuckDB connections are not thread-safe.
             self._writer = self._con.cursor()
-        self._committing = self._pool.submit(self._commit, self._writer, batch)
-        self._committing_answers, self._committing_segment = answers, segment
 
     def _wait_for_commit(self) -> None:
         if self._committing is None:
@@ -339,10 +376,11 @@ class Store(PipelineReads):
     # --- reads -----------------------------------------------------------------------------------
 
     def cached_answer(self, key: str) -> dict[str, Any] | None:
-        if key in self._pending_answers:
-            return self._pending_answers[key]
-        if key in self._committing_answers:
-            return self._committing_answers[key]
+        with self._lock:  # the timer thread may be moving the key from one buffer to the next
+            if key in self._pending_answers:
+                return self._pending_answers[key]
+            if key in self._committing_answers:
+                return self._committing_answers[key]
         if self._answered is None:
             self._answered = {k for (k,) in self._con.execute(
                 "SELECT DISTINCT key FROM requests WHERE error IS NULL").fetchall()}
