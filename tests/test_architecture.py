@@ -59,3 +59,16 @@ def test_timestamps_and_event_ids_come_from_one_clock():
              for n, line in enumerate(path.read_text().splitlines(), 1) if CLOCK_CALL.search(line.split("#")[0])]
     assert not found, "use longform.clock.now() / timed_id():\n" + "\n".join(found)
     assert CLOCK_CALL.search("stamp = time.strftime('%Y')") and CLOCK_CALL.search("datetime.now(timezone.utc)")
+
+
+def test_stored_reasons_are_named_only_in_their_enums():
+    """A reason written as a bare string could drift from the one the viewer explains."""
+    from longform.reasons import FailureReason, LengthStop
+
+    values = {v.value for v in (*LengthStop, *FailureReason)}
+    literal = re.compile(r"""["']([a-z_]+)["']""")
+    found = [f"{path.relative_to(ROOT)}:{n}: {line.strip()}"
+             for top in PRODUCT for path in (ROOT / top).rglob("*.py") if path != ROOT / "longform" / "reasons.py"
+             for n, line in enumerate(path.read_text().splitlines(), 1)
+             if any(m in values for m in literal.findall(line.split("#")[0].split(" -- ")[0]))]
+    assert not found, "use longform.reasons:\n" + "\n".join(found)

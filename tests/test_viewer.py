@@ -60,7 +60,7 @@ def test_samples_filters_sort_and_paginate(client):
 
 def test_sample_page_shows_length_sections_lineage_judges_filters_and_requests(client):
     page = client.get("/samples/s-0").text
-    assert "about 300 words</b>" in page and "aim 300" in page and "length control stopped: in_band" in page
+    assert "about 300 words</b>" in page and "aim 300" in page and "in_band</span> (every planned section written" in page
     assert "Words per section" in page and page.count('class="section"') == 2
     assert "truncated (max_tokens)" in page and "1 continuation" in page and "text so far elided" in page
     assert "P(first) 0.800" in page and "expected 47.5" in page and "S_l 33.3 &lt; 50" not in page

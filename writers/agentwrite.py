@@ -47,6 +47,7 @@ from longform.ids import SampleIds
 from longform.length_reader import spec_for
 from longform.lengths import WORDS, LengthSpec
 from longform.prompts import Prompt
+from longform.reasons import FailureReason, LengthStop
 from longform.clock import now
 from longform import templates
 from writers.outcomes import WriteFailure
@@ -83,7 +84,7 @@ class Draft:
     spec: LengthSpec
     plan_source: str
     sections: tuple[Section, ...]
-    length_stop: str
+    length_stop: LengthStop
 
     @property
     def text(self) -> str:
@@ -195,7 +196,7 @@ class AgentWrite:
         parsed = parse_plan(answer.text)
         if parsed is None:
             detail = f"finish_reason={answer.finish_reason}; answer: {answer.text[:500]}"
-            return WriteFailure(self.sample_id(prompt, sample_index), prompt, "plan", "unparsable_plan",
+            return WriteFailure(self.sample_id(prompt, sample_index), prompt, "plan", FailureReason.UNPARSABLE_PLAN,
                                 detail, answer.key)
         steps, plan_source = parsed
         budgeted = allocate(steps, required, max_steps=self._cfg.max_steps,
@@ -224,7 +225,7 @@ class AgentWrite:
         total = 0
         for idx, step in enumerate(steps):
             if control and total >= high:
-                return sections, "stopped_early_over_band"
+                return sections, LengthStop.STOPPED_EARLY_OVER_BAND
             # Re-allocate what is still owed over the sections left, in the plan's proportions.
             owed = spec.aim - total
             share = step.words / max(1, sum(s.words for s in steps[idx:]))
@@ -237,12 +238,12 @@ class AgentWrite:
                                           hard=None if ceiling is None else ceiling - total)
             if not section.text:
                 # Only a "Paragraph N" label came back: no text to keep, so no sample.
-                raise RequestFailed(section.key, "empty_section",
+                raise RequestFailed(section.key, FailureReason.EMPTY_SECTION,
                                     f"section {idx + 1} had no text after its label: {section.raw[:200]!r}")
             sections.append(section.section)
             total += section.section.words
         if not control:
-            return sections, "plan_done"
+            return sections, LengthStop.PLAN_DONE
         for _ in range(self._cfg.max_extra_sections):
             if total >= low:
                 break
@@ -254,14 +255,15 @@ class AgentWrite:
                                           fallback=(self._single[2],) * 2,
                                           hard=None if ceiling is None else ceiling - total)
             if not section.text:
-                return sections, "extra_section_empty"
+                return sections, LengthStop.EXTRA_SECTION_EMPTY
             sections.append(section.section)
             total += section.section.words
         if total < low:
-            return sections, "extra_budget_spent" if self._cfg.max_extra_sections else "plan_done_short"
+            short = LengthStop.EXTRA_BUDGET_SPENT if self._cfg.max_extra_sections else LengthStop.PLAN_DONE_SHORT
+            return sections, short
         if total > high:
-            return sections, "over_band"
-        return sections, "in_band" if len(sections) == len(steps) else "extended_in_band"
+            return sections, LengthStop.OVER_BAND
+        return sections, LengthStop.IN_BAND if len(sections) == len(steps) else LengthStop.EXTENDED_IN_BAND
 
     async def _section(self, prompt: Prompt, sample_index: int, idx: int, main_point: str, planned: int,
                        budget: int, values: dict, before: list[Section], meter: "_Meter", chat: "_Chat | None", *,

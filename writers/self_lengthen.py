@@ -33,6 +33,7 @@ from longform.ids import SampleIds, row_id
 from longform.length_reader import spec_for
 from longform.lengths import WORDS, LengthSpec
 from longform.prompts import Prompt
+from longform.reasons import FailureReason
 from longform.clock import now
 from longform.text import paragraphs, quote
 from writers.outcomes import WriteFailure
@@ -188,7 +189,7 @@ class SelfLengthen:
         result = Lengthened(sample_id, prompt, sample_index, spec, tuple(steps), tokens_out, self.iteration)
         grown, original = WORDS(result.text), WORDS(result.original.text)
         if grown <= self._cfg.min_growth * original:
-            return WriteFailure(sample_id, prompt, "self_lengthen", "insufficient_growth",
+            return WriteFailure(sample_id, prompt, "self_lengthen", FailureReason.INSUFFICIENT_GROWTH,
                                 f"{original} → {grown} words, needs > {self._cfg.min_growth:g}×", None,
                                 extra=result.extra_rows())
         return result

@@ -16,6 +16,7 @@ from email.utils import parsedate_to_datetime
 import openai
 
 from longform.clock import now
+from longform.reasons import FailureReason
 
 TRANSIENT = "transient"
 RATE_LIMITED = "rate_limited"
@@ -37,15 +38,15 @@ class RetryPolicy:
 def classify(exc: BaseException) -> tuple[str, str]:
     """(kind, error class name stored with the failure)."""
     if isinstance(exc, openai.APITimeoutError):
-        return TRANSIENT, "timeout"
+        return TRANSIENT, FailureReason.TIMEOUT
     if isinstance(exc, openai.APIConnectionError):
-        return TRANSIENT, "connection"
+        return TRANSIENT, FailureReason.CONNECTION
     if isinstance(exc, openai.RateLimitError):
-        return RATE_LIMITED, "http_429"
+        return RATE_LIMITED, FailureReason.http(429)
     if isinstance(exc, openai.APIStatusError):
         status = exc.status_code
         # 408 (request timeout) says nothing about the request itself, like a 5xx.
-        return (TRANSIENT if status >= 500 or status == 408 else FINAL), f"http_{status}"
+        return (TRANSIENT if status >= 500 or status == 408 else FINAL), FailureReason.http(status)
     return FINAL, type(exc).__name__
 
 

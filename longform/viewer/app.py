@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
+from longform import reasons
 from longform.store.corpus_reads import PAGE_SIZE, SORTS, CorpusReads, SampleFilter
 from longform.errors import LongformError
 from longform.viewer import charts
@@ -28,6 +29,7 @@ def create_app(db: Path) -> Starlette:
     env = Environment(loader=FileSystemLoader(_TEMPLATES), autoescape=select_autoescape(default=True),
                       trim_blocks=True, lstrip_blocks=True)
     env.globals.update(db=str(db), PAGE_SIZE=PAGE_SIZE)
+    env.filters["meaning"] = reasons.meaning  # a stored reason, explained on hover
 
     def render(name: str, status: int = 200, **values) -> HTMLResponse:
         return HTMLResponse(env.get_template(name).render(**values), status_code=status)
