@@ -38,11 +38,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from longform.decontaminate import EvalIndex  # noqa: E402
-from longform.export import write_parquet  # noqa: E402
+from longform.dataset.decontaminate import EvalIndex  # noqa: E402
+from longform.dataset.export import write_parquet  # noqa: E402
 from longform.length_reader import spec_for  # noqa: E402
 from longform.prompts import load_prompts  # noqa: E402
-from longform.relabel import relabel  # noqa: E402
+from longform.dataset.relabel import relabel  # noqa: E402
 
 HERE = ROOT / "benchmarks" / "closing_loop"
 OUT = ROOT / "datasets_out" / "closing_loop"

@@ -51,7 +51,7 @@ def llama_rates(context_tokens: int = 1024, decode_tokens: int = 128) -> dict:
     after it (decoding slows as the context grows: here ~99 tokens/s after 64 tokens, ~62 after 1,500)."""
     from llama_cpp import Llama
 
-    from longform.embedded import CONTEXT_WINDOW, gguf_path
+    from longform.models.embedded import CONTEXT_WINDOW, gguf_path
 
     threads = os.cpu_count() or 1
     llm = Llama(model_path=str(gguf_path()), n_ctx=CONTEXT_WINDOW, n_threads=threads, n_threads_batch=threads,

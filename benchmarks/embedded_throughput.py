@@ -21,8 +21,8 @@ import sys
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from longform.embedded import MODEL_ALIAS, EmbeddedServer  # noqa: E402
-from longform.endpoint import Endpoint  # noqa: E402
+from longform.models.embedded import MODEL_ALIAS, EmbeddedServer  # noqa: E402
+from longform.engine import Endpoint  # noqa: E402
 from longform.engine import ChatRequest, Engine  # noqa: E402
 from longform.engine.retry import RetryPolicy  # noqa: E402
 from longform.store import Store  # noqa: E402

@@ -20,7 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from judges.gateau import GateauScorer, Sample  # noqa: E402
-from longform.hf_model import load_causal_lm  # noqa: E402
+from longform.models.hf_model import load_causal_lm  # noqa: E402
 
 SENTENCES = [
     "The harbour woke slowly, gulls circling the masts while the first carts rolled down to the quay.",

@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from longform.config import AgentWriteConfig, EndpointConfig, GenerationConfig  # noqa: E402
-from longform.endpoint import open_endpoint  # noqa: E402
+from longform.models.endpoints import open_endpoint  # noqa: E402
 from longform.engine import ChatRequest, Engine  # noqa: E402
 from longform.engine.retry import RetryPolicy  # noqa: E402
 from longform.length_reader import spec_for  # noqa: E402

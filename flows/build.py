@@ -11,12 +11,12 @@ from prefect.runtime import flow_run
 from flows.stages import (expand_instructions, export_stage, gateau_stage, gather_all, judge_panel, judge_remaining,
                           lengthen_iteration, register_prompts, retrain_roles, score_and_select, self_lengthen_data,
                           write_shard, write_until_accepted)
-from longform.admission import longest_first
-from longform.build_inputs import load_build_inputs
+from longform.build.admission import longest_first
+from longform.build.inputs import load_build_inputs
 from longform.errors import LongformError
-from longform.progress import reporter
+from longform.build.reporting import reporter
 from longform.prompts import Prompt
-from longform.session import BuildSession, build_session
+from longform.build.session import BuildSession, build_session
 
 
 @flow(name="build")

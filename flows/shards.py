@@ -20,11 +20,11 @@ from prefect.runtime import flow_run
 
 from flows.build import corpus_stages, write_stages
 from flows.stages import register_prompts
-from longform.build_inputs import load_build_inputs
+from longform.build.inputs import load_build_inputs
 from longform.errors import LongformError
-from longform.progress import reporter
-from longform.session import build_session, corpus_session
-from longform.shards import check_shards, shard_db, shard_prompts, shard_settings
+from longform.build.reporting import reporter
+from longform.build.session import build_session, corpus_session
+from longform.build.shards import check_shards, shard_db, shard_prompts, shard_settings
 
 
 async def write_one_shard(config: str, shard: int, shards: int, prompts: str | None = None,

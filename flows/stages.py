@@ -17,12 +17,12 @@ from judges.material import Candidate
 from judges.panel import JudgePanel
 from judges.ruler import meta_length_token
 from judges.scoring import score_run
-from longform.admission import accepted, candidate_order, run_until_accepted
-from longform.export import export_run, export_target
-from longform.progress import reporter
+from longform.build.admission import accepted, candidate_order, run_until_accepted
+from longform.dataset.export import export_run, export_target
+from longform.build.reporting import reporter
 from longform.prompts import Prompt
-from longform.session import BuildSession
-from longform.training import Adapter, train_adapter
+from longform.build.session import BuildSession
+from longform.models.training import Adapter, train_adapter
 from writers import writer_for
 from writers.self_instruct import SelfInstruct
 from writers.self_lengthen import ROLES, write_iteration_data

@@ -21,7 +21,7 @@ from typing import Callable
 from longform.ids import content_hash, row_id
 from longform.text import paragraphs
 from judges.gateau import GateauScorer, Measured, NotScorable, Sample, combine, effective_window  # torch: import lazily
-from longform import hf_model
+from longform.models import hf_model
 from longform.config import GateauConfig
 from longform.clock import now
 from longform.store import Store

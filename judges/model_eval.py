@@ -29,13 +29,13 @@ from judges.material import Candidate
 from judges.rubric import RubricJudge
 from longform.config import EndpointConfig, Settings
 from longform.engine import ChatRequest, RequestFailed
-from longform.endpoint import open_pool
+from longform.models.endpoints import open_pool
 from longform.errors import LongformError
 from longform.clock import now, timed_id
 from longform.ids import content_hash
 from longform.lengths import LengthSpec
 from longform.prompts import Prompt
-from longform.session import new_engine
+from longform.build.session import new_engine
 from longform.store import Store
 
 Note = Callable[[str], None]
@@ -82,7 +82,7 @@ def new_eval_id() -> str:
 
 def local_contestant(model: str, store: Store) -> Contestant:
     """A model run in transformers, identified by a digest of its weight files."""
-    from longform.hf_model import resolve
+    from longform.models.hf_model import resolve
 
     path = resolve(model)
     train_id = store.train_id_for(Path(path).resolve()) if Path(path).exists() else None
@@ -198,7 +198,7 @@ def _reuse(store: Store, planned, eval_id: str, contestant: Contestant, result: 
 
 
 def _local_answers(store, contestant, prompts, sampling, eval_id, result, note) -> tuple[list[dict], Contestant]:
-    from longform import hf_model
+    from longform.models import hf_model
 
     planned = _planned(contestant, prompts, sampling)
     rows = _reuse(store, planned, eval_id, contestant, result)

@@ -19,7 +19,7 @@ import numpy as np  # noqa: E402
 from judges.ruler import ruler_metrics  # noqa: E402
 
 def write_report(data: dict, out_dir: Path) -> Path:
-    """`data`: one run's rows as `CorpusReads.report` reads them (longform/corpus_reads.py)."""
+    """`data`: one run's rows as `CorpusReads.report` reads them (longform/store/browsing.py)."""
     run, samples, fits, checks, dpo, judged = (data[k] for k in ("run", "samples", "fits", "checks", "dpo", "judged"))
     out_dir.mkdir(parents=True, exist_ok=True)
     plots = [p for p in (_lengths_plot(samples, out_dir), _length_score_plot(samples, out_dir),

@@ -253,7 +253,7 @@ class ExportConfig(_Section):
     test_ratio: float = Field(0.1, ge=0, lt=1)
     # Prefix each SFT answer with Ruler's Meta Length Token for its length ("[MLT:300] ...").
     meta_length_tokens: bool = False
-    # Rewrite each instruction's length phrase to its answer's real length (longform/relabel.py); the
+    # Rewrite each instruction's length phrase to its answer's real length (longform/dataset/relabel.py); the
     # instruction as asked stays in the row's `original_instruction`.
     relabel_length: bool = False
     # Evaluation prompt files (JSONL, longform's or LongBench-Write's): a sample whose instruction

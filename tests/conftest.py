@@ -7,7 +7,7 @@ import pytest
 from prefect.settings import PREFECT_API_URL
 from prefect.testing.utilities import prefect_test_harness
 
-from longform.endpoint import Endpoint
+from longform.engine import Endpoint
 from longform.engine import Engine
 from longform.engine.retry import RetryPolicy
 from longform.store import Store
@@ -58,7 +58,7 @@ def pytest_collection_modifyitems(items):
 @pytest.fixture(scope="session")
 def embedded() -> Endpoint:
     """The real embedded llama.cpp server, started once for the whole session."""
-    from longform.embedded import MODEL_ALIAS, EmbeddedServer, chat_renderer
+    from longform.models.embedded import MODEL_ALIAS, EmbeddedServer, chat_renderer
 
     with EmbeddedServer() as server:
         yield Endpoint(server.base_url, MODEL_ALIAS, "json_object", server.context_window,

@@ -1,6 +1,6 @@
 import asyncio
 
-from longform.admission import run_until_accepted
+from longform.build.admission import run_until_accepted
 
 
 def _run(verdicts, target, max_active):

@@ -5,7 +5,7 @@ import json
 
 import pytest
 from longform.config import AgentWriteConfig, GenerationConfig
-from longform.endpoint import Endpoint
+from longform.engine import Endpoint
 from longform.prompts import Prompt
 from longform.lengths import WORDS
 from writers.agentwrite import _ELIDED, AgentWrite, Draft, _Chat, _Continuation, _Meter

@@ -59,7 +59,7 @@ def test_a_repeated_request_is_answered_from_the_cache(embedded, store):
 
 _CHILD = """
 import sys, time
-from longform.embedded import EmbeddedServer
+from longform.models.embedded import EmbeddedServer
 server = EmbeddedServer().start()
 print(server.pid, flush=True)
 time.sleep(600)
@@ -77,7 +77,7 @@ def _alive(pid: int) -> bool:
 
 
 def test_server_stops_on_exit_and_dies_with_a_killed_parent():
-    from longform.embedded import EmbeddedServer
+    from longform.models.embedded import EmbeddedServer
 
     with EmbeddedServer() as server:
         pid = server.pid
@@ -109,11 +109,11 @@ def test_continuing_an_assistant_prefix(embedded, store):
 
 
 def test_the_servers_logprobs_are_llama_cpps_own_computed_row_by_row():
-    """longform/llama_server.py: the same log-softmax, for the rows read, as Python floats."""
+    """longform/models/llama_server.py: the same log-softmax, for the rows read, as Python floats."""
     import numpy as np
     from llama_cpp import Llama
 
-    from longform import llama_server
+    from longform.models import llama_server
 
     logits = np.random.default_rng(0).normal(size=(40, 300)).astype(np.single)
     whole = llama_server._log_softmax(logits)

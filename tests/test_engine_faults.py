@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from longform.endpoint import Endpoint
+from longform.engine import Endpoint
 from longform.engine import ChatRequest, RequestFailed
 from longform.engine.retry import RetryPolicy
 from longform.errors import LongformError

@@ -5,12 +5,12 @@ import json
 
 import pytest
 
-from longform.decontaminate import EvalIndex
-from longform.export import plan_text
+from longform.dataset.decontaminate import EvalIndex
+from longform.dataset.export import plan_text
 from longform.length_reader import read_length
 from longform.prompts import Prompt
 from longform.length_reader import spec_for
-from longform.relabel import relabel, rounded
+from longform.dataset.relabel import relabel, rounded
 
 
 def _relabel(instruction: str, written: int, target_words: int | None = None) -> str | None:
@@ -99,7 +99,7 @@ def test_plan_text_is_longwriters_format():
 def test_an_export_is_swapped_in_whole_and_keeps_what_else_the_folder_holds(tmp_path, monkeypatch):
     import pyarrow.parquet as pq
 
-    from longform import export
+    from longform.dataset import export
     from longform.store import Store
     from viewer_corpus import RUN, write_corpus
 

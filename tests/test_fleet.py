@@ -125,12 +125,14 @@ def test_a_database_from_the_previous_release_migrates_and_answers_from_its_cach
         con.execute(migration)
         con.execute("INSERT INTO schema_version VALUES (?, now())", [number])
     with FaultServer() as server:
-        from longform.endpoint import Endpoint
+        from longform.engine import Endpoint
 
         endpoint = Endpoint(server.base_url, "fault-model", "json_schema", 8192)
         req = ChatRequest(stage="write", messages=[{"role": "user", "content": "Write. " * 400}], max_tokens=32)
         with Store.open(tmp_path / "scratch.duckdb") as scratch:
-            body = make_engine(endpoint, scratch).body(req)
+            probe = make_engine(endpoint, scratch)
+            body = probe.body(req)
+            asyncio.run(probe.close())
         key = request_key(body, sample_index=0, template="")
         old_columns = APPEND_TABLES["requests"][:14]
         con.execute(f"INSERT INTO requests ({', '.join(old_columns)}) VALUES (?, ?, 'r-old', 'write', 'fault-model', ?,"
@@ -154,7 +156,6 @@ def test_a_database_from_the_previous_release_migrates_and_answers_from_its_cach
                 "select request_id, request, sample_id, section, endpoint from requests where run_id <> 'r-old'")[1]
             assert "Other. Other." not in stored and (sample_id, section, url) == ("s-1", 2, server.base_url)
             assert store.request_document(request_id)["messages"] == fresh.messages
-        asyncio.run(probe.close())
 
 
 def test_judges_run_on_their_own_endpoints(tmp_path, prefect):

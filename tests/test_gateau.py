@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from judges.gateau import GateauScorer, Measured, Sample, combine
-from longform.hf_model import load_causal_lm
+from longform.models.hf_model import load_causal_lm
 
 pytestmark = pytest.mark.embedded  # the model's weights, in llama.cpp or transformers
 

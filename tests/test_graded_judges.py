@@ -15,7 +15,7 @@ from judges.pairwise import PairwiseJudge
 from judges.rubric import DIMENSIONS, RubricJudge
 from judges.verdicts import expected_rating, first_token_preference, label_probabilities
 from longform.config import JudgesConfig
-from longform.endpoint import Endpoint
+from longform.engine import Endpoint
 
 from conftest import make_engine
 from fault_server import FaultServer, ok

@@ -7,7 +7,7 @@ import json
 from judges.material import Candidate
 from judges.panel import JudgePanel
 from longform.config import JudgesConfig
-from longform.endpoint import Endpoint
+from longform.engine import Endpoint
 
 from conftest import make_engine
 from fault_server import FaultServer, ok

@@ -9,7 +9,7 @@ import pytest
 
 from flows.build import build
 from longform.config import Settings
-from longform.endpoint import Endpoint
+from longform.engine import Endpoint
 from longform.errors import LongformError
 
 from conftest import make_engine

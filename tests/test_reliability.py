@@ -181,7 +181,7 @@ def test_ctrl_c_stops_the_embedded_server(tmp_path, prefect):
 
     def serving() -> bool:
         server_pids[:] = [c for c in _children(proc.pid)
-                          if "longform.llama_server" in open(f"/proc/{c}/cmdline").read()]
+                          if "longform.models.llama_server" in open(f"/proc/{c}/cmdline").read()]
         return bool(server_pids) or proc.poll() is not None
 
     _wait_for(serving)

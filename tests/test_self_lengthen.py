@@ -9,7 +9,7 @@ from datasets import load_dataset
 
 from flows.build import build
 from judges.filters import SELF_LENGTHEN_FILTERS
-from longform.endpoint import Endpoint
+from longform.engine import Endpoint
 from longform.config import GenerationConfig, SelfLengthenConfig
 from longform.prompts import Prompt
 from writers.self_lengthen import SelfLengthen, keep_two_thirds, noised, split_first_half, training_rows

@@ -7,7 +7,7 @@ from longform.errors import LongformError
 from longform.store.schema import LATEST
 from longform.clock import now
 from longform.store import Store
-from longform.store.live_reads import ask_writer
+from longform.store.writer_channel import ask_writer
 
 
 def _request(key: str, error: str | None = None) -> dict:

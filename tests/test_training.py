@@ -134,7 +134,7 @@ def test_export_relabels_decontaminates_and_adds_plans(judged):
         assert answer.startswith("Paragraph 1 - Main Point: ")
         words = row["words"]
         from longform.length_reader import read_length
-        from longform.relabel import rounded
+        from longform.dataset.relabel import rounded
         asked = read_length(row["messages"][0]["content"]).aim
         assert asked == rounded(words) or (asked == 50 and rounded(words) == 50)
     card = (out / "s" / "README.md").read_text()
@@ -199,7 +199,7 @@ def test_answer_only_loss_and_no_example_cut(tmp_path):
 
     from longform.config import TrainConfig
     from longform.errors import LongformError
-    from longform.training import make_trainer, prepare
+    from longform.models.training import make_trainer, prepare
 
     (tmp_path / "sft").mkdir()
     short = {"messages": [{"role": "user", "content": "Write two words."}, {"role": "assistant", "content": "Hello there."}]}

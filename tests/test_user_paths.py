@@ -14,7 +14,7 @@ import pytest
 
 from judges.scoring import score_run
 from longform.config import load_settings
-from longform.hf_server import HFServer
+from longform.models.hf_server import HFServer
 from longform.store import Store
 
 from fault_server import FaultServer, distinct_words, ok

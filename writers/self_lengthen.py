@@ -273,7 +273,7 @@ def write_iteration_data(store, *, sample_ids: list[str], out_dir: Path, iterati
     """`<out_dir>/self_lengthen/iter_<k>/{generator,extender}/sft/train.parquet` (TRL `messages`)
     from the iteration's kept Self-Lengthen samples: what retrains both roles for the next one. Each
     role's folder is a dataset `longform train sft --dataset` takes."""
-    from longform.export import write_parquet
+    from longform.dataset.export import write_parquet
 
     data = training_rows(store.lengthen_pairs(sample_ids, iteration, WRITER), keep=keep, seed=seed)
     folder = out_dir / "self_lengthen" / f"iter_{iteration}"

@@ -1,6 +1,6 @@
 """`longform`: the command line. Each module registers its commands on one Typer app (app.py)."""
 
-from longform.cli import build, dataset, reading  # noqa: F401  (registers the commands)
+from longform.cli import build, dataset, inspection  # noqa: F401  (registers the commands)
 from longform.cli.app import app
 
 

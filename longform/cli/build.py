@@ -10,9 +10,9 @@ from typing import Optional
 import typer
 
 from longform.cli.app import app, console, err_console, graceful_ctrl_c, opt, quiet_prefect, user_errors
-from longform.cli.progress import RichReporter, print_summary
+from longform.cli.live_display import RichReporter, print_summary
 from longform.errors import LongformError
-from longform.prefect_backend import configured_api_url, prefect_api
+from longform.build.prefect_api import configured_api_url, prefect_api
 
 
 @app.command()
@@ -32,9 +32,9 @@ def build(
 ) -> None:
     """Write, score, store and export a corpus as the config says."""
     with user_errors():
-        from longform.build_inputs import load_build_inputs
+        from longform.build.inputs import load_build_inputs
         from longform.paths import ensure_writable_dir
-        from longform.shards import check_shards, shard_db
+        from longform.build.shards import check_shards, shard_db
         from longform.store import Store
 
         settings, _, _ = load_build_inputs(config, prompts=prompts, db=db, limit=limit)
@@ -53,7 +53,7 @@ def build(
             # A newer schema or another build holding the database fails here, before Prefect starts.
             Store.open_read_only(settings.build.db).close()
         quiet_prefect()
-        from longform.progress import set_reporter
+        from longform.build.reporting import set_reporter
 
         arguments = dict(config=str(config), prompts=opt(prompts), limit=limit, db=opt(db))
         with RichReporter() as reporter, graceful_ctrl_c():
@@ -83,7 +83,7 @@ def serve(
 ) -> None:
     """Serve the build as a scheduled Prefect deployment; runs until stopped (Ctrl-C)."""
     with user_errors():
-        from longform.build_inputs import load_build_inputs
+        from longform.build.inputs import load_build_inputs
 
         settings, _, _ = load_build_inputs(config)
         if not configured_api_url():

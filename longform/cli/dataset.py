@@ -11,9 +11,9 @@ import typer
 from rich.table import Table
 
 from longform.cli.app import DEFAULT_DB, app, console, user_errors
-from longform.cli.reading import scored_run
+from longform.cli.inspection import scored_run
 from longform.errors import LongformError
-from longform.store.corpus_reads import CorpusReads
+from longform.store.browsing import CorpusReads
 
 
 @app.command()
@@ -39,7 +39,7 @@ def export(
     with user_errors():
         from judges.ruler import meta_length_token
         from longform.config import Settings
-        from longform.export import export_run, export_target
+        from longform.dataset.export import export_run, export_target
         from longform.store import Store
 
         with CorpusReads.open(db) as reads:
@@ -129,7 +129,7 @@ def train(
     with user_errors():
         from longform.config import Settings, load_settings
         from longform.store import Store
-        from longform.training import train as run_training
+        from longform.models.training import train as run_training
 
         settings = load_settings(config) if config else Settings()
         cfg = settings.train if lora is None else settings.train.model_copy(update={"lora": lora})

@@ -9,7 +9,7 @@ since the failure was that server's — and records every request that reached t
 answered or failed, with the endpoint that answered, in its ledger (ledger.py: the store, seen
 through a two-method interface).
 
-Modules: messages.py (requests, completions, counters), dialects.py (what servers differ in on
+Modules: endpoint.py (a server as the engine sees it), messages.py (requests, completions, counters), dialects.py (what servers differ in on
 the wire), lanes.py (one endpoint), router.py, throttle.py, retry.py, health.py, breaker.py,
 cache_key.py, ledger.py, engine.py (the engine itself).
 
@@ -17,8 +17,9 @@ All endpoints of one engine serve the same model: the request body (and so the c
 not depend on which server answers, and a rerun finds its answers whichever server it lands on.
 """
 
+from longform.engine.endpoint import Endpoint
 from longform.engine.engine import Engine
 from longform.engine.lanes import public_url
 from longform.engine.messages import ChatRequest, Completion, RequestFailed, StageStats, TokenLogprobs
 
-__all__ = ["ChatRequest", "Completion", "Engine", "RequestFailed", "StageStats", "TokenLogprobs", "public_url"]
+__all__ = ["ChatRequest", "Completion", "Endpoint", "Engine", "RequestFailed", "StageStats", "TokenLogprobs", "public_url"]

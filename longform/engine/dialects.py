@@ -8,7 +8,7 @@ from typing import Any
 
 import openai
 
-from longform.endpoint import Endpoint
+from longform.engine.endpoint import Endpoint
 from longform.engine.messages import ChatRequest, TokenLogprobs
 from longform.errors import LongformError
 

@@ -13,7 +13,7 @@ import openai
 
 from longform import stopping
 from longform.clock import now
-from longform.endpoint import Endpoint
+from longform.engine.endpoint import Endpoint
 from longform.engine.breaker import ErrorRateBreaker
 from longform.engine.cache_key import request_key
 from longform.engine.dialects import describe, logprobs_from_row, parse_answer, request_body

@@ -7,7 +7,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import openai
 
-from longform.endpoint import Endpoint
+from longform.engine.endpoint import Endpoint
 from longform.engine.health import EndpointHealth
 from longform.engine.messages import StageStats
 from longform.engine.throttle import AdaptiveLimiter

@@ -12,7 +12,7 @@ kill -9). Opening the database replays whatever a killed writer left in it.
 A batch falls due at `batch_rows` rows, or `flush_interval_s` after the last commit: a long-lived
 writer (`Store.open(..., live=True)`: a build, an evaluation) checks the second on a timer thread,
 so rows do not wait for the next `add` while a build waits on a slow model, and a live read
-(live_reads.py, served only by such writers) is never older than about that second. A due batch
+(writer_channel.py, served only by such writers) is never older than about that second. A due batch
 is committed on a background thread, on a DuckDB cursor of its own (DuckDB releases the GIL while
 it works): a commit takes tens of milliseconds, and on the event loop it would hold up every
 request in flight. The batch takes the journal with it as a numbered segment, deleted once the
@@ -33,16 +33,16 @@ from typing import Any, Iterable, Iterator
 import duckdb
 import pyarrow as pa
 
-from longform import chunked_text
+from longform.store import chunked_text
 from longform.clock import now
 from longform.errors import LongformError, first_line
 from longform.prompts import Prompt
 from longform.provenance import versions
 from longform.store.journal import Journal
-from longform.store.live_reads import QueryServer
+from longform.store.writer_channel import QueryServer
 from longform.store.opening import connect, migrate, refuse_newer, schema_version
-from longform.store.pipeline_reads import PipelineReads, id_table
-from longform.store.read_only import check_read_only
+from longform.store.build_reads import PipelineReads, id_table
+from longform.store.sql_guard import check_read_only
 from longform.store.schema import APPEND_TABLES, LATEST
 
 
@@ -79,7 +79,7 @@ class Store(PipelineReads):
     @classmethod
     def open(cls, path: Path, *, live: bool = False, **kwargs: Any) -> "Store":
         """The database for writing. `live`: a long-lived writer, which answers other processes'
-        reads (live_reads.py) and commits on a timer; a short write (a training row) needs neither."""
+        reads (writer_channel.py) and commits on a timer; a short write (a training row) needs neither."""
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:

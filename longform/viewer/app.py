@@ -2,7 +2,7 @@
 
 Every text is escaped by Jinja2's autoescape (a sample containing `<script>` is shown as text);
 the browser sends only query parameters, which become bound parameters of named reads
-(longform/corpus_reads.py) — no SQL comes from the browser.
+(longform/store/browsing.py) — no SQL comes from the browser.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
 from longform import reasons
-from longform.store.corpus_reads import PAGE_SIZE, SORTS, CorpusReads, SampleFilter
+from longform.store.browsing import PAGE_SIZE, SORTS, CorpusReads, SampleFilter
 from longform.errors import LongformError
 from longform.viewer import charts
 

@@ -25,7 +25,7 @@ def cache_dir() -> Path:
 
 def embedded_model_dir() -> Path:
     """The embedded model as a transformers directory (safetensors), converted on first use."""
-    from longform.embedded import MODEL_ALIAS, gguf_path
+    from longform.models.embedded import MODEL_ALIAS, gguf_path
 
     target = cache_dir() / "models" / MODEL_ALIAS
     if (target / "model.safetensors").exists() and (target / "tokenizer_config.json").exists():

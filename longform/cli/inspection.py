@@ -15,7 +15,7 @@ from rich.table import Table
 
 from longform.cli.app import DEFAULT_DB, app, console, err_console, user_errors
 from longform.errors import LongformError
-from longform.store.corpus_reads import CorpusReads
+from longform.store.browsing import CorpusReads
 
 
 class Format(str, Enum):
@@ -96,7 +96,7 @@ def _errors(errors: dict) -> str:
 def _print_shards(run_config: dict) -> None:
     """Each shard's own database, read live while its shard writes it."""
     from longform.config import Settings
-    from longform.shards import shard_db
+    from longform.build.shards import shard_db
 
     settings = Settings.from_stored(run_config)
     n = settings.build.shards

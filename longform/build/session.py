@@ -19,17 +19,18 @@ from typing import AsyncIterator, Iterator
 
 from longform.clock import timed_id
 from longform.config import Settings
-from longform.endpoint import Endpoint, open_pool
+from longform.engine import Endpoint
+from longform.models.endpoints import open_pool
 from longform.engine import Engine, StageStats
 from longform.engine.breaker import ErrorRateBreaker
 from longform.engine.health import EndpointHealth
 from longform.engine.retry import RetryPolicy
 from longform.errors import LongformError, first_line
 from longform.lengths import measure
-from longform.progress import reporter
+from longform.build.reporting import reporter
 from longform.stopping import Interrupted
 from longform.store import Store
-from longform.training import Adapter
+from longform.models.training import Adapter
 from longform.store.schema import APPEND_TABLES
 
 
@@ -91,7 +92,7 @@ class BuildSession:
             await self.engine.load_adapters({a.name: a.path for a in adapters})
             yield self.engine
             return
-        from longform.hf_server import HFServer
+        from longform.models.hf_server import HFServer
 
         with HFServer({a.name: a.path for a in adapters}, context_window=self.settings.primary.context_window) as server:
             async with self.engine_for(server.endpoint(adapters[0].name)) as engine:

@@ -2,7 +2,7 @@
 
 Every value from a user arrives as a bound parameter; the only things spliced into SQL text are
 names picked from fixed lists here (sort columns, directions). Reads go through `read_query`, so
-while a build holds the database they are answered by the build itself (live_reads.py) and the
+while a build holds the database they are answered by the build itself (writer_channel.py) and the
 viewer never fights the writer for the file.
 """
 
@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from longform.lengths import asked
-from longform.store.read_only import Query
-from longform.store.reading import reading
+from longform.store.sql_guard import Query
+from longform.store.read_access import reading
 
 PAGE_SIZE = 50
 SORTS = {"created": "s.created_at", "words": "s.words", "score": "s.length_score", "required": "s.required_words",

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from longform.errors import LongformError
-from longform.owned_process import OwnedServer
+from longform.models.owned_process import OwnedServer
 
 MODEL_ALIAS = "SmolLM2-135M-Instruct-Q4_1"
 # SmolLM2's trained context; llama-cpp-python's own default (2048) is too small for AgentWrite,
@@ -103,7 +103,7 @@ class EmbeddedServer:
     def start(self) -> "EmbeddedServer":
         self._server = OwnedServer("embedded server", [
             # llama-cpp-python's server, with its log-probabilities computed on demand (llama_server.py).
-            sys.executable, "-m", "longform.llama_server",
+            sys.executable, "-m", "longform.models.llama_server",
             "--model", str(self.model_path),
             "--model_alias", MODEL_ALIAS,
             "--host", "127.0.0.1",

@@ -1,5 +1,5 @@
 """Reading a database from any process: on a read-only connection of its own, or, while a build
-holds the file for writing, answered by that build over loopback (live_reads.py)."""
+holds the file for writing, answered by that build over loopback (writer_channel.py)."""
 
 from __future__ import annotations
 
@@ -9,15 +9,15 @@ from typing import Any, Iterator
 
 from longform.errors import LongformError
 from longform.store.database import Store
-from longform.store.live_reads import LiveReadError, ask_writer
+from longform.store.writer_channel import LiveReadError, ask_writer
 from longform.store.opening import DatabaseBusy
-from longform.store.read_only import Query
+from longform.store.sql_guard import Query
 
 
 @contextmanager
 def reading(path: Path) -> Iterator[Query]:
     """Read-only queries for a while (one page of the viewer, say) on one connection; while a
-    build holds the database, each is answered by the build itself (live_reads.py)."""
+    build holds the database, each is answered by the build itself (writer_channel.py)."""
     try:
         store = Store.open_read_only(path)
     except DatabaseBusy as busy:

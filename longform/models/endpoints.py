@@ -1,4 +1,5 @@
-"""Resolving the configured endpoint into something the engine can call.
+"""Resolving the configured endpoints into what the engine calls (`Endpoint`, engine/endpoint.py):
+starting the embedded server, reading a key from the environment.
 
 Embedded or remote, the engine sees the same thing: an OpenAI-compatible base URL, a model name,
 a key and the structured-output dialect the server speaks. The key is read from the environment
@@ -9,36 +10,17 @@ from __future__ import annotations
 
 import os
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Iterator
 
 from longform.config import EndpointConfig
+from longform.engine.endpoint import Endpoint
 from longform.errors import LongformError
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    base_url: str
-    model: str | None  # None: ask the server which model it serves
-    dialect: str
-    context_window: int
-    api_key: str = field(default="not-needed", repr=False)
-    # How a request continues an assistant prefix (see Engine.body): "continue_final_message"
-    # (vLLM, SGLang: a chat request whose last message is the assistant's), "completions" (the
-    # prompt is rendered here with the model's chat template and sent to /v1/completions), or
-    # "none". `render_chat` renders messages up to the assistant's turn, for "completions".
-    continuation: str = "continue_final_message"
-    render_chat: Callable[[list[dict]], str] | None = field(default=None, repr=False, compare=False)
-    # Requests in flight at most (None: the engine's default), and its share of new samples
-    # relative to the pool's other endpoints (engine/router.py).
-    concurrency: int | None = None
-    weight: float = 1.0
 
 
 @contextmanager
 def open_endpoint(cfg: EndpointConfig) -> Iterator[Endpoint]:
     if cfg.kind == "embedded":
-        from longform.embedded import MODEL_ALIAS, EmbeddedServer, chat_renderer
+        from longform.models.embedded import MODEL_ALIAS, EmbeddedServer, chat_renderer
 
         with EmbeddedServer(context_window=cfg.context_window, n_threads=cfg.n_threads) as server:
             # llama-cpp-python's chat endpoint cannot continue an assistant message: it closes it

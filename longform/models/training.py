@@ -18,8 +18,8 @@ from typing import Literal
 from longform.clock import timed_id
 from longform.config import TrainConfig
 from longform.errors import LongformError
-from longform.export import MANIFEST
-from longform.hf_model import resolve
+from longform.dataset.export import MANIFEST
+from longform.models.hf_model import resolve
 from longform.ids import content_hash
 
 Kind = Literal["sft", "dpo"]

@@ -16,7 +16,7 @@ _READ_ONLY_STATEMENTS = {"SELECT", "EXPLAIN"}
 def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> None:
     # A read-only connection already refuses INSERT or DROP on this database, but COPY ... TO
     # writes files, ATTACH opens other databases for writing and INSTALL downloads code; and
-    # queries answered by a running build (live_reads.py) run on its writable connection.
+    # queries answered by a running build (writer_channel.py) run on its writable connection.
     try:
         statements = con.extract_statements(sql)
     except duckdb.Error as e:

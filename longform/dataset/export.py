@@ -30,12 +30,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from longform.clock import now
-from longform.decontaminate import EvalIndex
+from longform.dataset.decontaminate import EvalIndex
 from longform.errors import LongformError
 from longform.paths import ensure_writable_dir
-from longform.relabel import relabel
+from longform.dataset.relabel import relabel
 from longform.store import Store
-from longform.store.corpus_reads import provenance_queries
+from longform.store.browsing import provenance_queries
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 MANIFEST = "longform-export.json"
@@ -62,7 +62,7 @@ def export_run(store: Store, *, run_id: str, target: Path, config: dict, test_ra
 
     `decontaminate`: evaluation prompt files; a row whose instruction overlaps one is left out, and a
     `decontaminate` row in filter_checks (the store must be writable) says which prompt it overlapped.
-    `relabel_length`: instructions rewritten to their answers' lengths (longform/relabel.py).
+    `relabel_length`: instructions rewritten to their answers' lengths (longform/dataset/relabel.py).
     `include_plan`: the SFT target is AgentWrite's plan, then the answer (LongWriter's ablation)."""
     sft = _sft_rows(store, run_id)
     dpo = _dpo_rows(store, run_id)

@@ -16,7 +16,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from longform.endpoint import Endpoint
+from longform.engine import Endpoint
 
 
 class NotServed(LookupError):
@@ -33,7 +33,7 @@ class HFServer:
         self._http: ThreadingHTTPServer | None = None
 
     def __enter__(self) -> "HFServer":
-        from longform.hf_model import load_causal_lm
+        from longform.models.hf_model import load_causal_lm
 
         self._models = {name: load_causal_lm(spec) for name, spec in self._specs.items()}
         self._http = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
@@ -61,7 +61,7 @@ class HFServer:
                         render_chat=render)
 
     def complete(self, body: dict, chat: bool) -> dict:
-        from longform.hf_model import generate_from
+        from longform.models.hf_model import generate_from
 
         name = body.get("model")
         if name not in self._models:

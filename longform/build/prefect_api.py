@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from longform.owned_process import OwnedServer
+from longform.models.owned_process import OwnedServer
 
 
 def configured_api_url() -> str | None:

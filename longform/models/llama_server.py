@@ -1,5 +1,5 @@
 """llama-cpp-python's OpenAI-compatible server (`python -m llama_cpp.server`), with one fix to how it
-computes the log-probabilities judges ask for. Run as `python -m longform.llama_server ARGS…`;
+computes the log-probabilities judges ask for. Run as `python -m longform.models.llama_server ARGS…`;
 the arguments are the server's own.
 
 Why a fix and not another server: the server is right in everything else, and longform needs its

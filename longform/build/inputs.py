@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from longform.config import Settings, load_settings
-from longform.export import check_out_dir
+from longform.dataset.export import check_out_dir
 from longform.paths import ensure_writable_file
 from longform.prompts import Prompt, load_prompts, required_prompts_path
 
@@ -23,7 +23,7 @@ def load_build_inputs(config: Path, *, prompts: Path | str | None = None, db: Pa
     # Before Prefect or a model starts: a database that cannot be created fails in one line, now.
     ensure_writable_file(settings.build.db, "database")
     if settings.gateau.enabled:
-        from longform.hf_model import check_available
+        from longform.models.hf_model import check_available
 
         for model in filter(None, (settings.gateau.model, settings.gateau.short_model)):
             check_available(model)

@@ -1,0 +1,2 @@
+"""What leaves the corpus as training data: the TRL export with its card, relabeled lengths and
+decontamination against evaluation prompts."""
