@@ -18,7 +18,7 @@ from pathlib import Path
 from prefect import flow
 from prefect.runtime import flow_run
 
-from flows.build import corpus_stages, write_stages
+from flows.pipeline import corpus_stages, write_stages
 from flows.stages import register_prompts
 from longform.build.inputs import load_build_inputs
 from longform.errors import LongformError

@@ -18,14 +18,14 @@ from judges.panel import JudgePanel
 from judges.ruler import meta_length_token
 from judges.scoring import score_run
 from longform.build.admission import accepted, candidate_order, run_until_accepted
-from longform.dataset.export import export_run, export_target
+from longform.dataset.export import export_run, export_target, write_parquet
 from longform.build.reporting import reporter
 from longform.prompts import Prompt
 from longform.build.session import BuildSession
 from longform.models.training import Adapter, train_adapter
 from writers import writer_for
 from writers.self_instruct import SelfInstruct
-from writers.self_lengthen import ROLES, write_iteration_data
+from writers.self_lengthen import ROLES, WRITER as SELF_LENGTHEN, iteration_folder, training_rows
 
 
 @task(name="register-prompts", cache_policy=NONE)
@@ -133,17 +133,22 @@ def score_and_select(session: BuildSession) -> dict:
 
 @task(name="self-lengthen-data", cache_policy=NONE)
 def self_lengthen_data(session: BuildSession, iteration: int) -> dict:
+    """Both roles' training rows from the iteration's kept Self-Lengthen samples, as TRL `messages`
+    Parquet: what retrains them for the next iteration."""
     cfg = session.settings
-    return write_iteration_data(session.store, sample_ids=session.tally.sample_ids,
-                                out_dir=cfg.build.out_dir / cfg.build.name,
-                                iteration=iteration, keep=cfg.self_lengthen.noise_keep, seed=cfg.build.seed)
+    chains = session.store.lengthen_pairs(session.tally.sample_ids, iteration, SELF_LENGTHEN)
+    data = training_rows(chains, keep=cfg.self_lengthen.noise_keep, seed=cfg.build.seed)
+    folder = iteration_folder(cfg.build.out_dir / cfg.build.name, iteration)
+    write_parquet(folder / "generator" / "sft" / "train.parquet", data.generator)
+    write_parquet(folder / "extender" / "sft" / "train.parquet", data.extender)
+    return {"folder": str(folder), "rows": len(data.generator)}
 
 
 @task(name="self-lengthen-retrain", cache_policy=NONE)
 def retrain_roles(session: BuildSession, iteration: int) -> dict[str, Adapter]:
     """A LoRA adapter per role, trained on iteration `iteration`'s data (training.train_adapter)."""
     cfg = session.settings
-    folder = cfg.build.out_dir / cfg.build.name / "self_lengthen" / f"iter_{iteration}"
+    folder = iteration_folder(cfg.build.out_dir / cfg.build.name, iteration)
     return {role: train_adapter(folder / role, name=f"{role}-iter{iteration}", base=cfg.lengthen_base, cfg=cfg.train,
                                 max_steps=cfg.self_lengthen.train_max_steps, record=session.store.put_train_run)
             for role in ROLES}

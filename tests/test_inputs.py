@@ -112,3 +112,31 @@ def test_prefect_yaml_deployments_point_at_the_build_flows_and_valid_configs():
             assert settings.build.prompts is not None
             assert deployment["schedules"][0]["cron"]
     assert names == {"build", "build_shard"}
+
+
+@pytest.mark.parametrize("extra, shards, message", [
+    ('[writers]\nenabled = ["agentwrite", "self_lengthen"]\n', None, "--until-accepted runs one writer"),
+    ("", 2, "cannot be sharded"),
+    ('[build]\nshards = 3\n', None, "cannot be sharded"),   # a deployment's [build] shards, no CLI flag
+])
+def test_a_build_shape_that_cannot_run_is_refused_in_one_place(tmp_path, extra, shards, message):
+    """The CLI and the flow (a deployment's run has no CLI) both ask load_build_inputs."""
+    import asyncio
+
+    from flows.build import build
+    from longform.build.inputs import load_build_inputs
+
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"instruction": "Write about tea.", "target_words": 100}\n')
+    build_table = f'[build]\nprompts = "{prompts}"\ndb = "{tmp_path / "c.duckdb"}"\nout_dir = "{tmp_path}"\n'
+    if extra.startswith("[build]"):
+        build_table += extra.removeprefix("[build]\n")
+        extra = ""
+    config = tmp_path / "c.toml"
+    config.write_text(build_table + extra)
+    with pytest.raises(LongformError, match=message):
+        load_build_inputs(config, shards=shards, until_accepted=5)
+    if shards is None:
+        with pytest.raises(LongformError, match=message):
+            asyncio.run(build.fn(config=str(config), until_accepted=5))
+    assert not (tmp_path / "c.duckdb").exists()

@@ -268,15 +268,7 @@ def training_rows(chains: list[tuple[str, str, str]], *, keep: float, seed: int)
     return data
 
 
-def write_iteration_data(store, *, sample_ids: list[str], out_dir: Path, iteration: int, keep: float,
-                         seed: int) -> dict:
-    """`<out_dir>/self_lengthen/iter_<k>/{generator,extender}/sft/train.parquet` (TRL `messages`)
-    from the iteration's kept Self-Lengthen samples: what retrains both roles for the next one. Each
-    role's folder is a dataset `longform train sft --dataset` takes."""
-    from longform.dataset.export import write_parquet
-
-    data = training_rows(store.lengthen_pairs(sample_ids, iteration, WRITER), keep=keep, seed=seed)
-    folder = out_dir / "self_lengthen" / f"iter_{iteration}"
-    write_parquet(folder / "generator" / "sft" / "train.parquet", data.generator)
-    write_parquet(folder / "extender" / "sft" / "train.parquet", data.extender)
-    return {"folder": str(folder), "rows": len(data.generator)}
+def iteration_folder(build_out: Path, iteration: int) -> Path:
+    """Where iteration `iteration`'s training data goes: `<build_out>/self_lengthen/iter_<k>/`, one
+    folder per role, each a dataset `longform train sft --dataset` takes."""
+    return build_out / "self_lengthen" / f"iter_{iteration}"

@@ -34,20 +34,13 @@ def build(
     with user_errors():
         from longform.build.inputs import load_build_inputs
         from longform.paths import ensure_writable_dir
-        from longform.build.shards import check_shards, shard_db
+        from longform.build.shards import shard_db
         from longform.store import Store
 
-        settings, _, _ = load_build_inputs(config, prompts=prompts, db=db, limit=limit)
-        if until_accepted and len(settings.writers.enabled) > 1:
-            # Its candidate order and budget are one writer's; two would need a policy for splitting them.
-            raise LongformError(f"{config}: --until-accepted runs one writer; [writers] enabled lists"
-                                f" {', '.join(settings.writers.enabled)} (enable one, or drop --until-accepted)")
-        n = settings.build.shards if shards is None else shards
-        check_shards(0, n)
+        settings, _, _ = load_build_inputs(config, prompts=prompts, db=db, limit=limit, shards=shards,
+                                           until_accepted=until_accepted)
+        n = settings.build.shards
         if n > 1:
-            if until_accepted:
-                raise LongformError("--until-accepted counts accepted samples across the whole build; it cannot be"
-                                    " sharded (drop --shards or [build] shards)")
             ensure_writable_dir(shard_db(settings, 0, n).parent, "shard directory")
         if settings.build.db.exists():
             # A newer schema or another build holding the database fails here, before Prefect starts.
