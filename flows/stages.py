@@ -30,7 +30,7 @@ from writers.self_lengthen import ROLES, WRITER as SELF_LENGTHEN, iteration_fold
 
 @task(name="register-prompts", cache_policy=NONE)
 def register_prompts(session: BuildSession, prompts: list[Prompt], source: str) -> None:
-    session.store.add_prompts(prompts, source)
+    session.register_prompts(prompts, source)
 
 
 def judge_panel(session: BuildSession, prompts: list[Prompt], candidates_per_prompt: int | None) -> JudgePanel:
@@ -51,7 +51,7 @@ async def expand_instructions(session: BuildSession, seeds: list[Prompt], source
     expander = SelfInstruct(session.engine, session.settings.instructions, seed=session.settings.build.seed)
     new, candidates = await expander.expand(seeds, session.store.instructions(), session.run_id)
     session.store.add_many("instruction_candidates", candidates)
-    session.store.add_prompts(new, f"self_instruct from {source}")
+    session.register_prompts(new, f"self_instruct from {source}")
     reporter().note(f"self-instruct: kept {len(new)} of {len(candidates)} candidate instructions")
     return new
 

@@ -137,3 +137,18 @@ def _parse_line(path: Path, lineno: int, line: str) -> Prompt:
         raise LongformError(f"{where}: 'id' must be a non-empty string or integer")
     meta = {k: v for k, v in obj.items() if k not in _KNOWN}
     return Prompt(prompt_id=str(pid), instruction=instruction, meta=meta, **lengths)
+
+
+def refuse_changed_ids(prompts: list[Prompt], known: dict[str, tuple], *, source: object, where: object) -> None:
+    """An id is an identity: reusing a stored prompt id for a new text or length would pair old
+    samples with it on export. `known`: prompt_id → (instruction, target_words, min_words, max_words)."""
+    for p in prompts:
+        if p.prompt_id not in known:
+            continue
+        instruction, *lengths = known[p.prompt_id]
+        if instruction != p.instruction:
+            raise LongformError(f"{source}: prompt id {p.prompt_id!r} is already in {where}"
+                                " with a different instruction; give the changed prompt a new id")
+        if tuple(lengths) != (p.target_words, p.min_words, p.max_words):
+            raise LongformError(f"{source}: prompt id {p.prompt_id!r} is already in {where} with a different"
+                                " target_words/min_words/max_words; give the changed prompt a new id")

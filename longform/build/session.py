@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import AsyncIterator, Iterator
 
 from longform.clock import timed_id
+from longform.prompts import Prompt, refuse_changed_ids
 from longform.config import Settings
 from longform.engine import Endpoint
 from longform.models.endpoints import open_pool
@@ -136,6 +137,12 @@ class BuildSession:
         self.tally.length_scores.append(measured["length_score"])
         self.tally.sample_ids.append(result.sample_id)
         return measured
+
+    def register_prompts(self, prompts: list[Prompt], source: str) -> None:
+        """Store the build's prompts; a stored id given again must mean the same prompt."""
+        known = self.store.known_prompts([p.prompt_id for p in prompts])
+        refuse_changed_ids(prompts, known, source=source, where=self.store.path)
+        self.store.add_prompts(prompts, source)
 
     def merge_shards(self, files: list[Path]) -> int:
         """Merge each shard's database into this one (idempotent); what the shards wrote becomes this

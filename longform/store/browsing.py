@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from longform.lengths import asked
 from longform.store.sql_guard import Query
 from longform.store.read_access import reading
 
@@ -196,7 +195,6 @@ class CorpusReads:
             FROM samples s LEFT JOIN prompts p USING (prompt_id) WHERE s.sample_id = ?""", [sample_id])
         if sample is None:
             return None
-        sample["asked"] = asked(sample)
         sample["sections"] = self._rows(
             "SELECT idx, main_point, planned_words, budget_words, text, words, continuations, finish_reason, elided"
             " FROM sections WHERE sample_id = ? ORDER BY idx", [sample_id])

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
-from longform import reasons
+from longform import lengths, reasons
 from longform.store.browsing import PAGE_SIZE, SORTS, CorpusReads, SampleFilter
 from longform.errors import LongformError
 from longform.viewer import charts
@@ -30,6 +30,7 @@ def create_app(db: Path) -> Starlette:
                       trim_blocks=True, lstrip_blocks=True)
     env.globals.update(db=str(db), PAGE_SIZE=PAGE_SIZE)
     env.filters["meaning"] = reasons.meaning  # a stored reason, explained on hover
+    env.globals["asked"] = lengths.asked      # a sample's length spec, in words
 
     def render(name: str, status: int = 200, **values) -> HTMLResponse:
         return HTMLResponse(env.get_template(name).render(**values), status_code=status)
