@@ -67,6 +67,10 @@ def distinct_words(body: dict, *, vary: int = 0) -> dict:
 
 
 class FaultServer:
+    """An OpenAI-compatible server that fails on demand. Hand-written on http.server rather than
+    Starlette (which longform's own loopback services use): it must cut a connection mid-request
+    (`reset`, `kill`), and an ASGI app cannot reach the socket it answers on."""
+
     def __init__(self, model: str = "fault-model", *, realistic: bool = False, delay_s: float = 0.0,
                  lora: bool = False):
         """`lora`: speak vLLM's runtime LoRA API (VLLM_ALLOW_RUNTIME_LORA_UPDATING=True,

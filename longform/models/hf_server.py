@@ -11,12 +11,17 @@ adapters are loaded into the running server instead (Engine.load_adapters).
 
 from __future__ import annotations
 
-import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 from longform.engine import Endpoint
+from longform.loopback import LoopbackServer
 
 
 class NotServed(LookupError):
@@ -30,26 +35,23 @@ class HFServer:
         self.context_window = context_window
         self._models: dict = {}
         self._lock = threading.Lock()
-        self._http: ThreadingHTTPServer | None = None
+        self._http: LoopbackServer | None = None
 
     def __enter__(self) -> "HFServer":
         from longform.models.hf_model import load_causal_lm
 
         self._models = {name: load_causal_lm(spec) for name, spec in self._specs.items()}
-        self._http = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self._http.daemon_threads = True
-        threading.Thread(target=self._http.serve_forever, name="longform-hf-server", daemon=True).start()
+        self._http = LoopbackServer(_app(self), name="longform-hf-server").start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self._http is not None:
-            self._http.shutdown()
-            self._http.server_close()
+            self._http.stop()
         self._models.clear()
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self._http.server_address[1]}/v1"
+        return f"http://127.0.0.1:{self._http.port}/v1"
 
     def endpoint(self, default_model: str) -> Endpoint:
         """The engine's view: any served name may be asked for per request."""
@@ -88,46 +90,30 @@ class HFServer:
                 "choices": [{"index": 0, "text": text, "finish_reason": finish}], "usage": usage}
 
 
-def _handler(server: HFServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: object) -> None:
-            pass
+def _app(server: HFServer) -> Starlette:
+    async def models(_: Request) -> JSONResponse:
+        return JSONResponse({"object": "list", "data": [{"id": n, "object": "model", "owned_by": "longform"}
+                                                        for n in server._models]})
 
-        def _send(self, code: int, payload: dict) -> None:
-            data = json.dumps(payload).encode()
-            self.send_response(code)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+    async def completions(request: Request) -> JSONResponse:
+        # Every failure is an answer with a status, as an OpenAI-compatible server gives: the
+        # engine fails a 404 or 400 at once and retries a 500 (a dropped connection would be
+        # retried as a network error, with nothing said about why).
+        try:
+            body = await request.json()
+            if "response_format" in body:
+                raise ValueError("response_format is not supported by this server")
+            chat = request.url.path.rstrip("/").endswith("/chat/completions")
+            answer = await run_in_threadpool(server.complete, body, chat)  # generation blocks: off the event loop
+        except NotServed as e:
+            return JSONResponse({"error": {"message": str(e), "type": "NotFoundError"}}, status_code=404)
+        except (KeyError, ValueError, TypeError) as e:  # a malformed body
+            return JSONResponse({"error": {"message": f"bad request: {type(e).__name__}: {e}",
+                                           "type": "BadRequestError"}}, status_code=400)
+        except Exception as e:  # a failure in generation: the message goes back, the server stays up
+            return JSONResponse({"error": {"message": f"{type(e).__name__}: {e}", "type": "InternalServerError"}},
+                                status_code=500)
+        return JSONResponse(answer)
 
-        def do_GET(self) -> None:
-            if self.path.rstrip("/").endswith("/models"):
-                self._send(200, {"object": "list", "data": [{"id": n, "object": "model", "owned_by": "longform"}
-                                                            for n in server._models]})
-            else:
-                self._send(404, {"error": {"message": f"no route {self.path}"}})
-
-        def do_POST(self) -> None:
-            path = self.path.rstrip("/")
-            if not path.endswith(("/chat/completions", "/completions")):
-                self._send(404, {"error": {"message": f"no route {self.path}"}})
-                return
-            # Every failure is an answer with a status, as an OpenAI-compatible server gives: the
-            # engine fails a 404 or 400 at once and retries a 500 (a dropped connection would be
-            # retried as a network error, with nothing said about why).
-            try:
-                body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))))
-                if "response_format" in body:
-                    raise ValueError("response_format is not supported by this server")
-                answer = server.complete(body, chat=path.endswith("/chat/completions"))
-            except NotServed as e:
-                self._send(404, {"error": {"message": str(e), "type": "NotFoundError"}})
-            except (KeyError, ValueError, TypeError) as e:  # a malformed body
-                self._send(400, {"error": {"message": f"bad request: {type(e).__name__}: {e}", "type": "BadRequestError"}})
-            except Exception as e:  # a failure in generation: the message goes back, the server stays up
-                self._send(500, {"error": {"message": f"{type(e).__name__}: {e}", "type": "InternalServerError"}})
-            else:
-                self._send(200, answer)
-
-    return Handler
+    return Starlette(routes=[Route("/v1/models", models), Route("/v1/chat/completions", completions, methods=["POST"]),
+                             Route("/v1/completions", completions, methods=["POST"])])

@@ -13,13 +13,18 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Callable
 
 import duckdb
 import httpx
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from longform.loopback import LoopbackServer
 
 Columns = list[str]
 Rows = list[list]
@@ -35,21 +40,32 @@ class QueryServer:
         self._file = address_file(db_path)
         self._check = check
         self._token = secrets.token_hex(16)
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="longform-live-reads", daemon=True)
+        app = Starlette(routes=[Route("/query", self._query, methods=["POST"])])
+        self._http = LoopbackServer(app, name="longform-live-reads")
 
     def start(self) -> "QueryServer":
-        self._thread.start()
+        self._http.start()
         fd = os.open(self._file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
-            json.dump({"pid": os.getpid(), "port": self._httpd.server_address[1], "token": self._token}, f)
+            json.dump({"pid": os.getpid(), "port": self._http.port, "token": self._token}, f)
         return self
 
     def stop(self) -> None:
         self._file.unlink(missing_ok=True)
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        self._http.stop()
+
+    async def _query(self, request: Request) -> JSONResponse:
+        if request.headers.get("authorization") != f"Bearer {self._token}":
+            return JSONResponse({"error": "bad token"}, status_code=403)
+        try:
+            asked = await request.json()
+            # On a worker thread: the query may take a while, and the event loop serves other readers.
+            answer = await run_in_threadpool(self._answer, asked["sql"], asked.get("params") or [])
+        except Exception as e:  # the client turns it into a one-line error
+            return JSONResponse({"error": str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__},
+                                status_code=400)
+        # default=str: dates, decimals and the like as their text, as `longform query` prints them.
+        return Response(json.dumps(answer, default=str, ensure_ascii=False), media_type="application/json")
 
     def _answer(self, sql: str, params: list) -> dict:
         cursor = self._con.cursor()  # a cursor per thread: DuckDB connections are not thread-safe
@@ -60,32 +76,6 @@ class QueryServer:
             return {"columns": columns, "rows": result.fetchall() if columns else []}
         finally:
             cursor.close()
-
-    def _handler(self):
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                if self.headers.get("Authorization") != f"Bearer {server._token}":
-                    return self._reply(403, {"error": "bad token"})
-                try:
-                    asked = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
-                    self._reply(200, server._answer(asked["sql"], asked.get("params") or []))
-                except Exception as e:  # the client turns it into a one-line error
-                    self._reply(400, {"error": str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__})
-
-            def _reply(self, code: int, payload: dict) -> None:
-                data = json.dumps(payload, default=str, ensure_ascii=False).encode("utf-8")
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        return Handler
 
 
 class LiveReadError(Exception):
@@ -102,7 +92,12 @@ def ask_writer(db_path: Path, sql: str, params: list | None = None,
                               headers={"Authorization": f"Bearer {info['token']}"}, timeout=timeout_s)
     except (OSError, ValueError, KeyError, httpx.HTTPError):
         return None
-    payload = response.json()
+    try:
+        payload = response.json()
+    except ValueError:
+        payload = None
+    if not isinstance(payload, dict) or not ({"columns", "rows"} <= payload.keys() or "error" in payload):
+        return None  # a stale address file: its port now belongs to another program
     if response.status_code != 200:
         raise LiveReadError(payload.get("error", f"HTTP {response.status_code}"))
     return payload["columns"], [tuple(row) for row in payload["rows"]]
