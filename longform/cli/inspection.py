@@ -1,5 +1,5 @@
 """Reading a corpus: `longform query` (the user's own SQL, the one place raw SQL comes in), `status`,
-`report` and `view` (named reads, store/corpus_reads.py)."""
+`report` and `view` (named reads, store/browsing.py)."""
 
 from __future__ import annotations
 
