@@ -13,6 +13,7 @@ from rich.table import Table
 from longform.cli.app import DEFAULT_DB, app, console, user_errors
 from longform.cli.inspection import scored_run
 from longform.errors import LongformError
+from longform.paths import ensure_writable_dir
 from longform.store.browsing import CorpusReads
 
 
@@ -49,7 +50,9 @@ def export(
         for f in files:
             if not f.is_file():
                 raise LongformError(f"{f}: evaluation prompts file not found (--decontaminate)")
-        target = export_target(out_dir or Path(config["build"]["out_dir"]), name or build_name, force=force)
+        parent = out_dir or Path(config["build"]["out_dir"])
+        ensure_writable_dir(parent, "export folder (--out-dir)")
+        target = export_target(parent, name or build_name, force=force)
         # Decontamination writes its reasons beside the filters' checks; otherwise export only reads.
         store = Store.open(db) if files else Store.open_read_only(db)
         try:
@@ -135,6 +138,8 @@ def train(
         cfg = settings.train if lora is None else settings.train.model_copy(update={"lora": lora})
         if not dataset.is_dir():
             raise LongformError(f"{dataset}: no such export folder")
+        if output is not None:
+            ensure_writable_dir(output, "model folder (--output)")
 
         def record(row: dict) -> None:
             # Opened only to write the row: a long training run must not hold the database.
@@ -188,6 +193,8 @@ def run_eval(models: list[str], endpoints: list[str], *, prompts: Path, config: 
 
     settings = load_settings(config) if config else Settings()
     items = eval_prompts(prompts, limit)
+    if out is not None:
+        ensure_writable_dir(out, "report folder (--out)")  # before any model time is spent
     sampling = Sampling(seed=seed, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
                         batch_size=batch_size)
     eval_id = new_eval_id()

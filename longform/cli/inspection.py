@@ -1,5 +1,6 @@
 """Reading a corpus: `longform query` (the user's own SQL, the one place raw SQL comes in), `status`,
-`report` and `view` (named reads, store/browsing.py)."""
+`report` and `view` (named reads, store/browsing.py); and `migrate`, which brings a database an
+older longform wrote up to the schema these reads expect."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from rich.table import Table
 
 from longform.cli.app import DEFAULT_DB, app, console, err_console, user_errors
 from longform.errors import LongformError
+from longform.paths import ensure_writable_dir
 from longform.store.browsing import CorpusReads
 
 
@@ -47,6 +49,19 @@ def query(
             for row in rows:
                 table.add_row(*("NULL" if v is None else str(v) for v in row))
             console.print(table)
+
+
+@app.command()
+def migrate(db: Path = typer.Option(DEFAULT_DB, help="DuckDB file.")) -> None:
+    """Bring a database written by an older longform up to this one's schema (builds do it themselves)."""
+    with user_errors():
+        from longform.store import Store
+        from longform.store.opening import LATEST
+
+        if not db.exists():
+            raise LongformError(f"{db}: no database here")
+        Store.open(db).close()
+        console.print(f"{db}: schema v{LATEST}")
 
 
 @app.command()
@@ -148,6 +163,7 @@ def report(
             run_id, name, config = scored_run(reads, db, run)
             data = reads.report(run_id)
         out_dir = out or Path(config["build"]["out_dir"]) / name / "report"
+        ensure_writable_dir(out_dir, "report folder (--out)")
         path = write_report(data, out_dir)
         console.print(f"report for run {run_id}: {path}")
 

@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Literal
 
@@ -94,7 +95,11 @@ def trainer_args(kind: Kind, cfg: TrainConfig, output_dir: Path, max_steps: int 
     if unknown:
         raise LongformError(f"[train.{kind}] {unknown[0]}: not a {cls.__name__} parameter (TRL's names)")
     try:
-        return cls(output_dir=str(output_dir), **params), params
+        with warnings.catch_warnings():
+            # TRL's own default (gradient_checkpointing=True) trips transformers 5's rename warning:
+            # nothing a user can act on, and it would be the first line of every error.
+            warnings.filterwarnings("ignore", message="`gradient_checkpointing` is deprecated", category=FutureWarning)
+            return cls(output_dir=str(output_dir), **params), params
     except (TypeError, ValueError) as e:
         raise LongformError(f"[train.{kind}]: {e}") from None
 

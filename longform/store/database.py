@@ -43,7 +43,7 @@ from longform.store.appends import BufferedAppends
 from longform.store.bookkeeping import Bookkeeping
 from longform.store.build_reads import PipelineReads, id_table
 from longform.store.journal import Journal
-from longform.store.opening import connect, migrate, refuse_newer, schema_version
+from longform.store.opening import connect, migrate, refuse_foreign, refuse_newer, refuse_older, schema_version
 from longform.store.schema import APPEND_TABLES
 from longform.store.shard_merge import merge_shard
 from longform.store.sql_guard import check_read_only
@@ -108,7 +108,10 @@ class Store(BufferedAppends, Bookkeeping, PipelineReads):
             raise LongformError(f"{path}: no database here yet; run `longform build` first")
         con = connect(path, read_only=True)
         try:
-            refuse_newer(path, schema_version(con))
+            refuse_foreign(con, path)
+            version = schema_version(con)
+            refuse_newer(path, version)
+            refuse_older(path, version)
         except LongformError:
             con.close()
             raise
