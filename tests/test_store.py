@@ -239,3 +239,31 @@ def test_a_stored_config_is_read_as_data():
     stored["a_section_from_the_future"] = {"k": 1}
     settings = Settings.from_stored(stored)
     assert settings.gateau.enabled and settings.endpoints[0].base_url == "http://h:1/v1"
+
+
+def test_a_stale_reader_file_pointing_at_another_program_is_no_writer(tmp_path):
+    """A killed build's address file whose port another program took since: no writer, not a traceback."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Other(BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.send_response(404)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(b"<html>not here</html>")
+
+        def log_message(self, *args):
+            pass
+
+    other = ThreadingHTTPServer(("127.0.0.1", 0), Other)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    try:
+        path = tmp_path / "a.duckdb"
+        (tmp_path / "a.duckdb.reader").write_text(json.dumps({"pid": 1, "port": other.server_address[1],
+                                                              "token": "t"}))
+        assert ask_writer(path, "select 1") is None
+    finally:
+        other.shutdown()
+        other.server_close()

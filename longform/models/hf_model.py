@@ -67,6 +67,11 @@ def resolve(model: str) -> str:
     if model == EMBEDDED:
         return str(embedded_model_dir())
     if Path(model).exists():
+        local = Path(model)
+        # A model (config.json) or a LoRA adapter (adapter_config.json); anything else would fail
+        # deep inside transformers with a message about tokenizers.
+        if not local.is_dir() or not ((local / "config.json").is_file() or (local / "adapter_config.json").is_file()):
+            raise LongformError(f"{model}: not a model directory (no config.json or adapter_config.json)")
         return model
     from huggingface_hub import try_to_load_from_cache
 

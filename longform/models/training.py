@@ -150,11 +150,11 @@ class Prepared:
 def prepare(kind: Kind, *, dataset_dir: Path, model: str, cfg: TrainConfig, output_dir: Path,
             max_steps: int | None, note=lambda line: None) -> Prepared:
     trainer_args(kind, cfg, output_dir, max_steps)   # a wrong parameter is refused before anything loads
+    path = resolve(model)                             # so is a model that is not there
     data = load_split(dataset_dir, kind)
     if kind == "sft":
         for split in data:
             data[split] = as_prompt_completion(data[split])
-    path = resolve(model)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import AutoTokenizer
 
