@@ -160,3 +160,30 @@ def test_an_assistant_prefix_is_continued_with_vllms_continue_final_message(serv
     cannot = make_engine(Endpoint(server.base_url, "fault-model", "json_schema", 8192, continuation="none"), store)
     [refused] = _run(cannot, _req(1, assistant_prefix="It began"))
     assert isinstance(refused, LongformError) and "cannot continue" in str(refused)
+
+
+class MemoryLedger:
+    """The engine's whole view of a database (engine/ledger.py), kept in a dict: no DuckDB."""
+
+    def __init__(self):
+        self.answers: dict[str, dict] = {}
+        self.recorded: list[dict] = []
+
+    def cached_answer(self, key):
+        return self.answers.get(key)
+
+    def add_request(self, row, body):
+        self.recorded.append(row)
+        if row["error"] is None:
+            self.answers[row["key"]] = row
+
+
+def test_the_engine_needs_only_a_ledger_not_the_store(server):
+    ledger = MemoryLedger()
+    server.push(status(500), ok("recorded"))
+    engine = make_engine(_endpoint(server), ledger)
+    first = asyncio.run(engine.complete(_req()))
+    again = asyncio.run(engine.complete(_req()))
+    asyncio.run(engine.close())
+    assert (first.text, first.cached, again.text, again.cached) == ("recorded", False, "recorded", True)
+    assert len(server.received) == 2 and [r["attempts"] for r in ledger.recorded] == [2]
