@@ -45,7 +45,8 @@ def plan_labels(text: str) -> Check:
     match = _PLAN_LABEL.search(text)
     if not match:
         return _ok("plan_labels")
-    line = text[match.start():].splitlines()[0].strip()
+    # The label and the rest of its line; the match may begin with the line break before it.
+    line = (text[match.start():].strip().splitlines() or [match.group(0)])[0].strip()
     return Check("plan_labels", False, f"plan label left in the text: {line[:80]!r}")
 
 

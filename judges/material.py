@@ -55,12 +55,13 @@ async def ask_judge(engine: Engine, cfg: JudgesConfig, stage: str, content: str,
                     template: PromptTemplate, subject: Candidate, *, max_tokens: int | None = None
                     ) -> Completion | RequestFailed:
     """The judge's answer about `subject` (a pair's first candidate), or the failure stored in its place.
+    `max_tokens=1`: a one-letter verdict, which ends at its cap by design (not counted as truncated).
     With `[judges] verdicts = "logprobs"` the answer carries the top alternatives of each token."""
     try:
         return await engine.complete(ChatRequest(
             stage=stage, messages=[{"role": "user", "content": content}], max_tokens=max_tokens or cfg.max_tokens,
             temperature=cfg.temperature, json_schema=schema, template=template.identity,
-            sample_id=subject.sample_id, prompt_id=subject.prompt_id,
+            sample_id=subject.sample_id, prompt_id=subject.prompt_id, stops_at_cap=max_tokens == 1,
             top_logprobs=cfg.top_logprobs if cfg.verdicts == "logprobs" else None))
     except RequestFailed as e:
         return e

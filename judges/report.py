@@ -82,7 +82,7 @@ def _markdown(run, samples, fits, checks, dpo, judged, plots) -> str:
     lines += ["", "## Selection", "",
               f"SFT: {sum(bool(s['selected']) for s in samples)} of {len(samples)} samples selected. "
               f"DPO: {chosen} pairs from {len(dpo)} prompts.", ""]
-    reasons = Counter(re.sub(r"\d+(\.\d+)?", "…", d["reason"]) for d in dpo if not d["selected"])
+    reasons = Counter(reason_kind(d["reason"]) for d in dpo if not d["selected"])
     if reasons:
         lines += ["| DPO: no pair because | prompts |", "|---|---|"]
         lines += [f"| {reason} | {n} |" for reason, n in reasons.most_common()]
@@ -179,3 +179,9 @@ def _filters_plot(checks, out_dir: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.barh(names, [failed[n] for n in names])
     return _save(fig, ax, out_dir / "filters.png", x="rejected", title="Filter rejections")
+
+
+def reason_kind(reason: str) -> str:
+    """A reason with its measured number dropped and its threshold kept, so prompts that failed the
+    same way count together: "lc_quality margin -3.21 < 1" → "lc_quality margin below 1"."""
+    return re.sub(r"-?\d+(?:\.\d+)? < ", "below ", reason)

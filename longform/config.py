@@ -22,12 +22,13 @@ class _Section(BaseModel):
 
 
 class BuildConfig(_Section):
+    # Names the run and its export folder under out_dir.
     name: str = Field("build", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    prompts: Path | None = None
-    db: Path = Path("datasets_out/corpus.duckdb")
-    out_dir: Path = Path("datasets_out")
-    samples_per_prompt: int = Field(1, ge=1)
-    seed: int = 0
+    prompts: Path | None = None  # JSONL prompts file (or --prompts)
+    db: Path = Path("datasets_out/corpus.duckdb")  # the corpus's DuckDB file (or --db)
+    out_dir: Path = Path("datasets_out")  # where exports, reports and shard files go
+    samples_per_prompt: int = Field(1, ge=1)  # independent candidates per prompt (the index is in the cache key)
+    seed: int = 0  # base seed; a request's seed is seed + its sample index
     # Prompts per Prefect task. Concurrency lives in the engine, so a shard is a unit of
     # bookkeeping (retry, observability), not of parallelism.
     shard_size: int = Field(256, ge=1)
@@ -46,46 +47,47 @@ class BuildConfig(_Section):
     # (flows/shards.py). Shard files go to `shard_dir` (default <out_dir>/<name>/shards), which
     # may be a shared filesystem.
     shards: int = Field(1, ge=1)
-    shard_dir: Path | None = None
-    shard_deployment: str = "build-shard/longform"
+    shard_dir: Path | None = None  # where shard databases go (default <out_dir>/<name>/shards)
+    shard_deployment: str = "build-shard/longform"  # the Prefect deployment shard runs are submitted to
     # Set by longform on a shard's own runs (which shard of `shards` it wrote); not for configs.
     shard: int | None = Field(None, ge=0)
 
 
 class EndpointConfig(_Section):
+    # "embedded" (the llama.cpp server longform starts) or "openai" (any compatible server).
     kind: Literal["embedded", "openai"] = "embedded"
-    base_url: str | None = None
-    model: str | None = None
-    api_key_env: str | None = None
+    base_url: str | None = None  # the server's OpenAI-compatible URL, e.g. "http://gpu-box:8000/v1"
+    model: str | None = None  # the served model's name (default: the one the server serves)
+    api_key_env: str | None = None  # the NAME of an environment variable holding the key, never the key
     # Requests in flight (default: 1 embedded, 32 otherwise). llama-cpp-python's server runs one
     # request at a time, so more would only queue there.
     concurrency: int | None = Field(None, ge=1)
-    timeout_s: float = Field(600.0, gt=0)
-    max_attempts: int = Field(5, ge=1)
-    max_rate_limit_waits: int = Field(10, ge=0)
-    backoff_base_s: float = Field(0.5, gt=0)
-    backoff_max_s: float = Field(30.0, gt=0)
+    timeout_s: float = Field(600.0, gt=0)  # one request's timeout
+    max_attempts: int = Field(5, ge=1)  # attempts for connection errors, timeouts and 5xx
+    max_rate_limit_waits: int = Field(10, ge=0)  # 429 waits per request (Retry-After honoured)
+    backoff_base_s: float = Field(0.5, gt=0)  # first backoff (exponential, full jitter)
+    backoff_max_s: float = Field(30.0, gt=0)  # longest backoff
     # Stop the build when at least this share of the last `error_window` requests failed after
     # retries (0 disables). See engine/breaker.py.
     error_window: int = Field(20, ge=0)
-    max_error_rate: float = Field(0.5, gt=0, le=1)
+    max_error_rate: float = Field(0.5, gt=0, le=1)  # the share of `error_window` that stops it
     # Structured-output dialect: llama-cpp-python takes {"type": "json_object", "schema": ...},
     # vLLM/SGLang/OpenAI take {"type": "json_schema", ...}. "auto" picks by `kind`.
     json_dialect: Literal["auto", "json_object", "json_schema", "none"] = "auto"
-    context_window: int = Field(8192, ge=512)
+    context_window: int = Field(8192, ge=512)  # the model's window; the embedded server is started with it
     # How to continue an assistant prefix (Self-Lengthen): vLLM and SGLang take
     # continue_final_message; "none" if the server cannot. The embedded server always uses its
     # completions endpoint with the model's chat template.
     continuation: Literal["continue_final_message", "none"] = "continue_final_message"
     # Optional prices in your currency per million tokens, for cost estimates in `longform status`.
     price_in_per_mtok: float | None = Field(None, ge=0)
-    price_out_per_mtok: float | None = Field(None, ge=0)
+    price_out_per_mtok: float | None = Field(None, ge=0)  # per million generated tokens
     # Embedded server only.
     n_threads: int | None = Field(None, ge=1)
     # With several endpoints: this one's share of new samples (by capacity; engine/router.py), and
     # how long it gets no new work after it went down before one request probes it again.
     weight: float = Field(1.0, gt=0)
-    cooldown_s: float = Field(10.0, gt=0)
+    cooldown_s: float = Field(10.0, gt=0)  # doubles while it keeps failing
 
     @model_validator(mode="after")
     def _check_kind(self) -> "EndpointConfig":
@@ -107,29 +109,29 @@ class EndpointConfig(_Section):
 
 
 class GenerationConfig(_Section):
-    temperature: float = Field(0.7, ge=0)
-    top_p: float = Field(0.95, gt=0, le=1)
+    temperature: float = Field(0.7, ge=0)  # writers' sampling temperature
+    top_p: float = Field(0.95, gt=0, le=1)  # writers' nucleus sampling
 
 
 class AgentWriteConfig(_Section):
-    max_steps: int = Field(50, ge=1, le=50)
+    max_steps: int = Field(50, ge=1, le=50)  # most plan steps (paragraphs)
     # LongWriter asks for paragraphs of 200-1000 words; a planned step above this is split.
     max_section_words: int = Field(1000, ge=10)
-    plan_max_tokens: int = Field(1024, ge=64)
+    plan_max_tokens: int = Field(1024, ge=64)  # budget of the plan request
     # Used when an instruction names no length and has no target_words.
     default_words: int = Field(1000, ge=50)
     # max_tokens per section = words budget x tokens_per_word x headroom. The ratio is
     # re-measured from each sample's own answers once it has one.
     tokens_per_word: float = Field(1.5, gt=0)
-    headroom: float = Field(1.5, ge=1)
+    headroom: float = Field(1.5, ge=1)  # see tokens_per_word
     # A section shorter than this share of its budget gets continuation requests.
     min_section_ratio: float = Field(0.6, ge=0, le=1)
-    max_continuations: int = Field(2, ge=0)
+    max_continuations: int = Field(2, ge=0)  # continuation requests a short section may get
     # Closed-loop length control (writers/agentwrite.py): re-allocate the words still owed after each
     # section, stop early past the spec's band, and add up to `max_extra_sections` sections when the
     # plan is done and the answer is still short of it. Off: LongWriter's open loop.
     length_control: bool = True
-    max_extra_sections: int = Field(3, ge=0)
+    max_extra_sections: int = Field(3, ge=0)  # sections length control may add
     # How a section request is laid out (writers/agentwrite.py says more). "single_message": LongWriter's
     # own, one user message holding the instruction, the plan, the text so far and which paragraph to
     # write; a prefix cache reuses it up to the text so far, so each section is read once more.
@@ -144,9 +146,9 @@ class SelfLengthenConfig(_Section):
     rounds: int = Field(3, ge=1)
     # Keep the final answer only if it is longer than this multiple of the generator's.
     min_growth: float = Field(1.2, ge=1)
-    generator_max_tokens: int = Field(1024, ge=16)
-    round_max_tokens: int = Field(2048, ge=16)
-    tokens_per_word: float = Field(1.5, gt=0)
+    generator_max_tokens: int = Field(1024, ge=16)  # budget of the generator's first answer
+    round_max_tokens: int = Field(2048, ge=16)  # budget of one Extender round
+    tokens_per_word: float = Field(1.5, gt=0)  # to turn word budgets into max_tokens
     # The paper's filters a round must pass to be accepted (all are run and stored either way).
     required_filters: list[Literal["ends_with_punctuation", "repeated_ngram", "meta_words"]] = [
         "ends_with_punctuation", "repeated_ngram", "meta_words"]
@@ -161,16 +163,16 @@ class SelfLengthenConfig(_Section):
     # the endpoint's model in transformers form. Default: "embedded" on the embedded endpoint, the
     # endpoint's `model` on a remote one (Settings.lengthen_base).
     train_model: str | None = None
-    train_max_steps: int | None = Field(None, ge=1)
+    train_max_steps: int | None = Field(None, ge=1)  # a cap on each retraining's optimizer steps
 
 
 class InstructionsConfig(_Section):
     # Self-instruct: before writing, grow the build's prompts (the seeds) by `n` new instructions.
     enabled: bool = False
-    n: int = Field(10, ge=1)
-    shots: int = Field(3, ge=1)
-    max_attempts: int = Field(40, ge=1)
-    temperature: float = Field(0.9, ge=0)
+    n: int = Field(10, ge=1)  # new instructions to keep
+    shots: int = Field(3, ge=1)  # known prompts shown as examples in each request
+    max_attempts: int = Field(40, ge=1)  # most candidates to try
+    temperature: float = Field(0.9, ge=0)  # sampling temperature for candidates
     # rapidfuzz ratio from which a candidate counts as a copy of a known prompt.
     near_duplicate: float = Field(85.0, gt=0, le=100)
 
@@ -186,16 +188,16 @@ class JudgesConfig(_Section):
     # [[endpoints]]: e.g. a larger model judging while a small one writes). A sample is judged as
     # soon as it is written, and a prompt's pairs as soon as its last candidate is.
     endpoints: list[EndpointConfig] | None = Field(None, min_length=1)
-    rubric: bool = False
-    pairwise: bool = False
-    max_tokens: int = Field(128, ge=16)
-    temperature: float = Field(0.0, ge=0)
+    rubric: bool = False  # run the rubric judge (six dimensions, 1-5 each → S_q)
+    pairwise: bool = False  # run the pairwise judge (each pair in both orders)
+    max_tokens: int = Field(128, ge=16)  # budget of a judge request
+    temperature: float = Field(0.0, ge=0)  # judges' sampling temperature (0: the argmax)
     # "logprobs": graded verdicts read from token log-probabilities (judges/verdicts.py): the pairwise
     # judge answers one letter and P(A) comes from its top alternatives; rubric ratings are also
     # scored in expectation. Where the server sends no logprobs, the row falls back to the argmax
     # and says so. "text": the argmax only, as JSON.
     verdicts: Literal["logprobs", "text"] = "logprobs"
-    top_logprobs: int = Field(20, ge=2, le=20)
+    top_logprobs: int = Field(20, ge=2, le=20)  # alternatives per token asked for (the most servers give)
     # Pairs judged per prompt, in both orders (all pairs of its first candidates up to this many).
     max_pairs_per_prompt: int = Field(6, ge=1)
     # What the pairwise length-control fit compares (its per-group quality θ): samples' writer or model.
@@ -213,42 +215,43 @@ class FiltersConfig(_Section):
     # rapidfuzz ratios (0-100) at or above which two prompts, or two paragraphs of one sample,
     # count as near-duplicates.
     near_duplicate_prompts: float = Field(90.0, gt=0, le=100)
-    repeated_paragraphs: float = Field(90.0, gt=0, le=100)
+    repeated_paragraphs: float = Field(90.0, gt=0, le=100)  # the same, for two paragraphs of one sample
     # Filters whose failure excludes a sample from selection; the others are only recorded.
     required: list[FilterName] = ["min_length_score", "length_bound", "plan_labels", "repeated_paragraphs", "near_duplicate_prompt"]
 
 
 class SelectionConfig(_Section):
+    # SFT: keep samples with S_l at least this (also --until-accepted's test).
     min_length_score: float = Field(0.0, ge=0, le=100)
     # Floor on the length-controlled rubric score (needs [judges] rubric).
     min_lc_quality: float | None = Field(None, ge=0, le=100)
     # DPO pairs: chosen = the best candidate of a prompt that meets the length requirement,
     # rejected = its worst candidate if at least this far below (in the ranking score's units).
     dpo_min_length_score: float = Field(80.0, ge=0, le=100)
-    dpo_margin: float = Field(5.0, ge=0)
+    dpo_margin: float = Field(5.0, ge=0)  # the gap the pair needs
 
 
 class GateauConfig(_Section):
-    enabled: bool = False
+    enabled: bool = False  # rank the SFT selection with GATEAU after scoring (needs the `train` extra)
     # The long-context model, and optionally a homologous short-context one; without it the short
     # model is the same model limited to the last `window` tokens. An HF id in the local cache, a
     # path, or "embedded".
     model: str = "embedded"
-    short_model: str | None = None
-    window: int = Field(512, ge=16)
-    alpha: float = Field(0.8, ge=0, le=1)
+    short_model: str | None = None  # see model
+    window: int = Field(512, ge=16)  # the short model's window in tokens
+    alpha: float = Field(0.8, ge=0, le=1)  # weight of HMG (vs CAM) in the final score
     # Keep the top k, or else the top share, of the samples the SFT policy selected.
     top_k: int | None = Field(None, ge=1)
-    ratio: float | None = Field(0.5, gt=0, le=1)
-    max_segments: int = Field(8, ge=1)
-    batch_size: int = Field(8, ge=1)
-    max_tokens: int = Field(8192, ge=64)
+    ratio: float | None = Field(0.5, gt=0, le=1)  # the share, when top_k is not set
+    max_segments: int = Field(8, ge=1)  # CAM's context segments per sample
+    batch_size: int = Field(8, ge=1)  # sequences per forward pass
+    max_tokens: int = Field(8192, ge=64)  # longest sample scored (tokens); longer ones are not scored
     # CAM scores this many tokens at the start of the later part.
     cam_probe: int = Field(256, ge=8)
 
 
 class ExportConfig(_Section):
-    enabled: bool = True
+    enabled: bool = True  # export the run's selections at the end of a build
     # Share of prompts (by hash of their id) whose rows go to the test split.
     test_ratio: float = Field(0.1, ge=0, lt=1)
     # Prefix each SFT answer with Ruler's Meta Length Token for its length ("[MLT:300] ...").
@@ -267,12 +270,12 @@ class TrainConfig(_Section):
     # Passed to TRL's SFTConfig / DPOConfig under TRL's own names, e.g. learning_rate, num_train_epochs,
     # max_length, gradient_accumulation_steps, beta (DPO).
     sft: dict[str, Any] = {}
-    dpo: dict[str, Any] = {}
-    lora: bool = False
-    lora_r: int = Field(16, ge=1)
-    lora_alpha: int = Field(32, ge=1)
-    lora_dropout: float = Field(0.05, ge=0, lt=1)
-    lora_target_modules: str | list[str] = "all-linear"
+    dpo: dict[str, Any] = {}  # see sft
+    lora: bool = False  # train a LoRA adapter (peft) instead of the whole model
+    lora_r: int = Field(16, ge=1)  # LoRA rank
+    lora_alpha: int = Field(32, ge=1)  # LoRA scaling
+    lora_dropout: float = Field(0.05, ge=0, lt=1)  # LoRA dropout
+    lora_target_modules: str | list[str] = "all-linear"  # modules adapted (peft's names)
     # An example longer than [train.sft] / [train.dpo] max_length is never cut (a cut answer loses its
     # end of sequence and teaches the model not to stop): "drop" leaves it out and says how many,
     # "refuse" stops before training. Without a configured max_length it is the longest example's.

@@ -182,8 +182,25 @@ def test_the_engine_needs_only_a_ledger_not_the_store(server):
     ledger = MemoryLedger()
     server.push(status(500), ok("recorded"))
     engine = make_engine(_endpoint(server), ledger)
-    first = asyncio.run(engine.complete(_req()))
-    again = asyncio.run(engine.complete(_req()))
-    asyncio.run(engine.close())
+
+    async def twice():
+        answers = await engine.complete(_req()), await engine.complete(_req())
+        await engine.close()
+        return answers
+
+    first, again = asyncio.run(twice())
     assert (first.text, first.cached, again.text, again.cached) == ("recorded", False, "recorded", True)
     assert len(server.received) == 2 and [r["attempts"] for r in ledger.recorded] == [2]
+
+
+def test_an_answer_meant_to_end_at_its_cap_is_not_counted_as_truncated(server):
+    server.push(ok("A", finish_reason="length"), ok("the middle of a senten", finish_reason="length"))
+    engine = make_engine(_endpoint(server), MemoryLedger())
+
+    async def both() -> None:
+        await engine.complete(_req(1, stops_at_cap=True))
+        await engine.complete(_req(2))
+        await engine.close()
+
+    asyncio.run(both())
+    assert engine.stats["write"].truncated == 1

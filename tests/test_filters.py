@@ -112,3 +112,18 @@ def test_quoting_and_clipping_keep_the_judge_prompt_honest():
     assert clipped.startswith("w0 ") and clipped.endswith("w3999") and "words omitted" in clipped
     assert len(clipped) < len(long.text) / 3
     assert clip(long, max_tokens=100_000) == long.text
+
+
+def test_a_plan_label_reason_quotes_the_label_even_after_blank_lines():
+    from judges.filters import plan_labels
+
+    check = plan_labels("The first paragraph.\n\n\n   Paragraph 2: the second one.")
+    assert not check.passed and "Paragraph 2: the second one." in check.reason, check.reason
+
+
+def test_report_groups_dpo_reasons_by_kind_keeping_the_threshold():
+    from judges.report import reason_kind
+
+    assert reason_kind("lc_quality margin -3.21 < 1") == reason_kind("lc_quality margin 0.40 < 1") \
+        == "lc_quality margin below 1"
+    assert reason_kind("fewer than 2 candidates") == "fewer than 2 candidates"

@@ -6,6 +6,7 @@ of output and exit code 2. Errors that are bugs keep their traceback (and `--deb
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -123,6 +124,10 @@ def quiet_prefect() -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # Prefect's 20 s default is too short for its local server on a loaded 2-core machine.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    # Its background workers warn while they drain at exit ("EventsWorker - Still processing
+    # items"): nothing the user can act on, and it would be a second line beside an error.
+    for worker in ("EventsWorker", "APILogWorker"):
+        logging.getLogger(worker).setLevel(logging.ERROR)
 
 
 def opt(path: Optional[Path]) -> Optional[str]:

@@ -223,7 +223,7 @@ class Engine:
             s.requests += 1
             s.tokens_in += tokens[0]
             s.tokens_out += tokens[1]
-            if finish == "length":
+            if finish == "length" and not req.stops_at_cap:
                 s.truncated += 1
             if error is not None:
                 s.errors[error] += 1

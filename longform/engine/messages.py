@@ -37,6 +37,9 @@ class ChatRequest:
     # An empty answer is an answer here, cached like any other (a continued text the model ends at
     # once); elsewhere it is an `empty_content` failure, never cached, asked again by a rerun.
     allow_empty: bool = False
+    # The answer is meant to end at max_tokens (a one-letter verdict): reaching it is not counted as
+    # truncation in the stage's counters. Not part of the body.
+    stops_at_cap: bool = False
 
 
 # Per generated token: (token, its logprob, {alternative: logprob} for the top alternatives).

@@ -99,6 +99,15 @@ class CorpusReads:
 
     # --- runs ---------------------------------------------------------------------------------
 
+    def table_columns(self) -> dict[str, list[tuple[str, str]]]:
+        """Every table of the schema with its (column, type) in order: the documented tables page."""
+        rows = self._rows("SELECT table_name, column_name, data_type FROM information_schema.columns"
+                          " WHERE table_schema = 'main' ORDER BY table_name, ordinal_position")
+        tables: dict[str, list[tuple[str, str]]] = {}
+        for r in rows:
+            tables.setdefault(r["table_name"], []).append((r["column_name"], r["data_type"]))
+        return tables
+
     def schema_version(self) -> int:
         [row] = self._rows("SELECT coalesce(max(version), 0) AS v FROM schema_version")
         return row["v"]
