@@ -156,18 +156,19 @@ _TASKS = ("register_prompts", "expand_instructions", "write_shard", "write_until
 def run_direct(config: Path, judge_after: bool = False) -> dict:
     """The build flow's own code with each Prefect task called as the plain function it wraps."""
     import flows.build as fb
+    import flows.pipeline as pipeline  # what the flow composes: its tasks are looked up here
 
-    saved = {name: getattr(fb, name) for name in (*_TASKS, "judge_panel")}
+    saved = {name: getattr(pipeline, name) for name in (*_TASKS, "judge_panel")}
     for name in _TASKS:
-        setattr(fb, name, saved[name].fn)
+        setattr(pipeline, name, saved[name].fn)
     if judge_after:
-        fb.judge_panel = _judge_after_panel(saved["judge_panel"])
+        pipeline.judge_panel = _judge_after_panel(saved["judge_panel"])
     cpu, started = time.process_time(), time.perf_counter()
     try:
         summary = asyncio.run(fb.build.fn(config=str(config)))
     finally:
         for name, value in saved.items():
-            setattr(fb, name, value)
+            setattr(pipeline, name, value)
     return {"wall_s": time.perf_counter() - started, "cpu_s": time.process_time() - cpu, "summary": summary}
 
 

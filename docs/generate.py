@@ -73,6 +73,8 @@ TABLES = {
                  " (rewritten every 2 s while the run is in progress)",
     "endpoint_stats": "run × pool × endpoint: state and why, adaptive limit, requests, attempts, failures, tokens,"
                       " errors (rewritten every 2 s)",
+    "shard_attempts": "a run of one shard a sharded build submitted: attempt, flow run, worker, how it ended"
+                      " (Completed, Crashed, Failed) and why, whether it resumed its shard's file",
     "schema_version": "an applied migration",
 }
 

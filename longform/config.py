@@ -49,6 +49,12 @@ class BuildConfig(_Section):
     shards: int = Field(1, ge=1)
     shard_dir: Path | None = None  # where shard databases go (default <out_dir>/<name>/shards)
     shard_deployment: str = "build-shard/longform"  # the Prefect deployment shard runs are submitted to
+    # Runs of one shard the parent submits before the build fails naming it: a shard whose run
+    # crashed (its machine lost: detected by Prefect's heartbeat automation, `longform deploy`) or
+    # failed past Prefect's own retries is submitted again, to whichever worker takes it. Three
+    # outlive two lost machines in one build; a shard that fails for a reason of its own (a bad
+    # node's config) stops after three instead of looping.
+    shard_attempts: int = Field(3, ge=1)
     # Set by longform on a shard's own runs (which shard of `shards` it wrote); not for configs.
     shard: int | None = Field(None, ge=0)
 

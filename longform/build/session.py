@@ -49,6 +49,10 @@ class Tally:
     failed_stage: dict | None = None  # {"stage", "reason"} of a corpus-wide stage that failed
     judgment_ids: list[str] = field(default_factory=list)
     stage_s: dict[str, float] = field(default_factory=dict)  # seconds per corpus-wide stage
+    # A sharded build's parent: shards re-run from scratch (their file was lost), and what each
+    # merged shard's last run generated.
+    shards_started_over: list[int] = field(default_factory=list)
+    shard_tokens_out: dict[int, int] = field(default_factory=dict)
 
 
 class StageFailed(LongformError):
@@ -144,12 +148,13 @@ class BuildSession:
         refuse_changed_ids(prompts, known, source=source, where=self.store.path)
         self.store.add_prompts(prompts, source)
 
-    def merge_shards(self, files: list[Path]) -> int:
-        """Merge each shard's database into this one (idempotent); what the shards wrote becomes this
-        run's to score: their samples, judgments and judge model. The rows added."""
+    def merge_shards(self, files: dict[int, Path]) -> int:
+        """Merge each shard's database (by shard) into this one (idempotent); what the shards wrote
+        becomes this run's to score: their samples, judgments and judge model. The rows added."""
         rows, judge_models = 0, set()
-        for path in files:
+        for index, path in files.items():
             added, shard = self.store.merge_shard(path, self.settings.build.name)
+            self.tally.shard_tokens_out[index] = shard.get("tokens_out", 0)
             rows += added
             self.tally.sample_ids += shard.get("sample_ids", [])
             self.tally.judgment_ids += shard.get("judgment_ids", [])

@@ -14,6 +14,7 @@ import os
 import tomllib
 from pathlib import Path
 
+from longform.clock import timed_id
 from longform.config import Settings, parse_settings
 from longform.errors import LongformError
 from longform.prompts import Prompt
@@ -65,3 +66,26 @@ def shard_settings(settings: Settings, shard: int, shards: int) -> Settings:
             raw.setdefault("judges", {}).update(local["judges"])
         return parse_settings(raw, source=node)
     return parse_settings(raw)
+
+
+def set_aside_if_unreadable(path: Path) -> Path | None:
+    """A shard file its killed writer left damaged is moved aside (never merged half-written, never
+    deleted: it is evidence) and the shard starts over; its journal stays, and the new database
+    replays what the journal holds. Where it went, or None when the file is fine or absent."""
+    from longform.store import Store
+    from longform.store.opening import UnreadableDatabase
+
+    if not path.exists():
+        return None
+    try:
+        Store.open_read_only(path).close()
+    except UnreadableDatabase:
+        aside = path.with_name(f"{path.name}.unreadable-{timed_id('x')}")
+        path.rename(aside)
+        wal = path.with_name(path.name + ".wal")
+        if wal.exists():
+            wal.rename(aside.with_name(aside.name + ".wal"))
+        return aside
+    except LongformError:
+        return None  # busy, older or newer: the shard's own open says so
+    return None

@@ -126,18 +126,31 @@ def build_shard_command(
 def deploy(
     pool: str = typer.Option("longform", "--pool", help="Prefect work pool (type process) whose workers run shards."),
     name: str = typer.Option("longform", "--name", help="Deployment name: shards run as build-shard/NAME."),
+    heartbeat_s: int = typer.Option(60, "--heartbeat-s", min=30, help="Seconds between a shard run's heartbeats."),
+    silent_s: Optional[int] = typer.Option(None, "--silent-s", min=31, help="Seconds without a heartbeat after which"
+                                           " a shard run is marked Crashed and run again (default: 3 heartbeats)."),
 ) -> None:
-    """Register the `build-shard` deployment that `longform build --shards N` runs, on a Prefect server."""
+    """Register the `build-shard` deployment that `longform build --shards N` runs, on a Prefect server,
+    and the automation that marks a shard run whose machine was lost as Crashed."""
     with user_errors():
         if not configured_api_url():
             raise LongformError("PREFECT_API_URL is not set: a deployment lives on a Prefect server that every"
-                                " worker reaches (README, 'Many machines')")
+                                " worker reaches (docs/many-machines.md)")
+        silent_s = silent_s or 3 * heartbeat_s
+        if silent_s <= heartbeat_s:
+            raise LongformError(f"--silent-s {silent_s} must be longer than --heartbeat-s {heartbeat_s}, or every"
+                                " run would be marked Crashed between two heartbeats")
         os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+        from flows.recovery import ensure_crash_automation, heartbeat_env
         from flows.shards import build_shard
 
         root = Path(__file__).resolve().parents[2]
         deployment = build_shard.from_source(source=str(root), entrypoint="flows/shards.py:build_shard")
-        deployment.deploy(name=name, work_pool_name=pool, print_next_steps=False)
+        deployment.deploy(name=name, work_pool_name=pool, print_next_steps=False,
+                          job_variables={"env": heartbeat_env(heartbeat_s)})
+        done = ensure_crash_automation(build_shard.name, silent_s)
+        console.print(f"crash detection: shard runs send a heartbeat every {heartbeat_s} s; one silent for {silent_s} s"
+                      f" is marked Crashed and its shard run again (automation {done})")
         console.print(f"registered build-shard/{name} on pool {pool!r}; start workers with"
                       f" `prefect worker start --pool {pool}`, then `longform build --shards N`"
                       + ("" if name == "longform" else f" with [build] shard_deployment = \"build-shard/{name}\""))

@@ -78,6 +78,7 @@ def status(
             version = reads.schema_version()
             stages = reads.stage_stats(found["run_id"]) if version >= 2 else []
             endpoints = reads.endpoint_stats(found["run_id"]) if version >= 8 else []
+            attempts = reads.shard_attempts(found["run_id"]) if version >= 11 else []
         run_id, name, state = found["run_id"], found["name"], found["status"]
         if version < 2:
             console.print(f"run {run_id} · {name} · {state}: no per-stage stats in a v{version} database;"
@@ -97,6 +98,8 @@ def status(
         if endpoints:
             _print_endpoints(endpoints)
         _print_shards(found["config"])
+        if attempts:
+            _print_attempts(attempts)
         endpoint = (found["config"].get("endpoints") or [found["config"].get("endpoint", {})])[0]
         prices = (endpoint.get("price_in_per_mtok"), endpoint.get("price_out_per_mtok"))
         if all(p is not None for p in prices):
@@ -127,6 +130,18 @@ def _print_shards(run_config: dict) -> None:
         except LongformError as e:
             state, samples, failures, requests = ("not started" if not path.exists() else str(e)), "–", "–", "–"
         table.add_row(str(i), str(path), str(state), str(samples), str(failures), str(requests))
+    console.print(table)
+
+
+def _print_attempts(attempts: list[dict]) -> None:
+    """Every run of every shard the build submitted: a lost machine's crashed attempt and the one
+    that redid it."""
+    table = Table("shard", "attempt", "state", "worker", "flow run", "resumed its file", "started", "ended", "why",
+                  title="shard attempts")
+    for a in attempts:
+        table.add_row(str(a["shard"]), str(a["attempt"]), a["state"], a["worker"] or "–", a["flow_run_name"] or "–",
+                      "yes" if a["file_found"] else "no", str(a["started_at"])[:19], str(a["ended_at"])[:19],
+                      a["message"] or "")
     console.print(table)
 
 

@@ -85,12 +85,25 @@ def print_summary(s: dict) -> None:
         ("tokens in / out", f"{s['tokens_in']:,} / {s['tokens_out']:,}"),
         ("truncated answers", str(s["truncated"])),
         ("request errors", ", ".join(f"{k} × {v}" for k, v in s["request_errors"].items()) or "none"),
+        *([("shards", _shards_line(s["shards"]))] if s.get("shards") else []),
         ("wall time", f"{s['wall_s']:.1f} s"),
         ("exported to", s["export_dir"] or "(export disabled)"),
     ]
     for key, value in rows:
         table.add_row(key, value)
     console.print(table)
+
+
+def _shards_line(shards: dict) -> str:
+    line = f"{shards['merged']} merged"
+    if shards.get("resubmitted"):
+        over = len(shards.get("started_over", []))
+        line += (f", {shards['resubmitted']} re-submitted after a lost or failed run"
+                 f" ({over} started over: its file was lost), {shards['resubmitted_tokens_out']:,} tokens generated"
+                 " by their re-runs")
+    if shards.get("failed"):
+        line += f", {len(shards['failed'])} failed"
+    return line
 
 
 def scoring_rows(scoring: dict | None) -> list[tuple[str, str]]:

@@ -99,6 +99,10 @@ class CorpusReads:
 
     # --- runs ---------------------------------------------------------------------------------
 
+    def shard_attempts(self, run_id: str) -> list[dict]:
+        return self._rows("SELECT shard, attempt, state, worker, flow_run_name, file_found, message, started_at,"
+                          " ended_at FROM shard_attempts WHERE run_id = ? ORDER BY shard, attempt", [run_id])
+
     def table_columns(self) -> dict[str, list[tuple[str, str]]]:
         """Every table of the schema with its (column, type) in order: the documented tables page."""
         rows = self._rows("SELECT table_name, column_name, data_type FROM information_schema.columns"

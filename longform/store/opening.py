@@ -16,6 +16,10 @@ class DatabaseBusy(LongformError):
     """Another process has the database open for writing."""
 
 
+class UnreadableDatabase(LongformError):
+    """The file is there but is not a database DuckDB can open (not DuckDB's, or damaged)."""
+
+
 # Every DuckDB file has these bytes at offset 8; a SQLite file starts with the other.
 _DUCKDB_MAGIC = b"DUCK"
 _SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -34,7 +38,7 @@ def check_database_file(path: Path) -> None:
     if head.startswith(_SQLITE_MAGIC):
         raise LongformError(f"{path}: a SQLite database, not longform's DuckDB; pass a longform .duckdb file")
     if head[8:12] != _DUCKDB_MAGIC:
-        raise LongformError(f"{path}: not a DuckDB database file; pass a longform .duckdb file")
+        raise UnreadableDatabase(f"{path}: not a DuckDB database file; pass a longform .duckdb file")
 
 
 def connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
@@ -50,9 +54,9 @@ def connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
                 f"{path}: database is open for writing by another longform process{holder};"
                 " wait for it to finish or use another --db"
             ) from None
-        raise LongformError(f"{path}: cannot open database ({first_line(e)})") from None
+        raise UnreadableDatabase(f"{path}: cannot open database ({first_line(e)})") from None
     except duckdb.Error as e:
-        raise LongformError(f"{path}: not a usable DuckDB database ({first_line(e)})") from None
+        raise UnreadableDatabase(f"{path}: not a usable DuckDB database ({first_line(e)})") from None
 
 
 def schema_version(con: duckdb.DuckDBPyConnection) -> int:

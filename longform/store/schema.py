@@ -391,6 +391,24 @@ MIGRATIONS: list[str] = [
         FROM length_evals GROUP BY eval_id, model;
     DROP TABLE length_evals;
     """,
+    # v11: every run of a shard a sharded build submitted, kept by the parent: a lost machine's
+    # attempt is a row (crashed, when, on which worker), and so is the attempt that redid it.
+    """
+    CREATE TABLE shard_attempts (
+        attempt_id VARCHAR PRIMARY KEY,     -- the Prefect flow run's id (local: run id + shard + attempt)
+        run_id VARCHAR NOT NULL,            -- the parent build's run
+        shard INTEGER NOT NULL,
+        attempt INTEGER NOT NULL,           -- 1, 2, … up to [build] shard_attempts
+        flow_run_name VARCHAR,
+        worker VARCHAR,                     -- where it ran: Prefect's infrastructure pid (host:pid), or local
+        state VARCHAR NOT NULL,             -- Completed | Crashed | Failed | …
+        message VARCHAR,                    -- the state's message: why it ended
+        file_found BOOLEAN,                 -- the shard's database existed when it started (it resumed)
+        tokens_out BIGINT,                  -- what the attempt generated (its shard's run summary), if it finished
+        started_at TIMESTAMPTZ,
+        ended_at TIMESTAMPTZ NOT NULL
+    );
+    """,
 ]
 
 LATEST = len(MIGRATIONS)
@@ -430,4 +448,6 @@ APPEND_TABLES: dict[str, tuple[str, ...]] = {
                         "scored_tokens", "created_at"),
     "failures": ("failure_id", "run_id", "stage", "prompt_id", "sample_id", "key", "reason", "detail",
                  "created_at"),
+    "shard_attempts": ("attempt_id", "run_id", "shard", "attempt", "flow_run_name", "worker", "state", "message",
+                       "file_found", "tokens_out", "started_at", "ended_at"),
 }
