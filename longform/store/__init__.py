@@ -10,7 +10,7 @@ read_access.py    reading from any process, also while a build holds the file (w
 writer_channel.py a long-lived writer answering other processes' read-only queries over loopback
 sql_guard.py      what a read-only query may be (SELECT, EXPLAIN)
 journal.py        the journal that survives kill -9; chunked_text.py: long texts stored once
-opening.py        the writer's lock and migrations (schema.py)
+opening.py        the writer's lock and applying migrations (migrations.py; schema.py: their shape)
 """
 
 from longform.store.database import Store
