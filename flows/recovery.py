@@ -10,8 +10,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 AUTOMATION_NAME = "longform: crash build-shard runs whose heartbeats stopped"
-# Prefect sends a flow run's heartbeats no more often than every 30 s.
-MIN_HEARTBEAT_S = 30
 
 
 def heartbeat_env(heartbeat_s: int) -> dict[str, str]:

@@ -72,8 +72,8 @@ async def build_sharded(config: str, shards: int, prompts: str | None = None, li
         job = ShardJob(config, shards, prompts, limit)
         submit = _run_local if local else partial(_run_deployment, settings.build.shard_deployment)
         outcomes = await asyncio.gather(*(_run_shard(i, submit, job, settings, session) for i in range(shards)))
-        failed = {i: why for i, why, _ in outcomes if why}
-        attempts = {i: n for i, _, n in outcomes}
+        failed = {i: why for i, why, _, _ in outcomes if why}
+        attempts = {i: n for i, _, n, _ in outcomes}
         if failed and (not allow_partial or len(failed) == shards):
             named = "; ".join(f"shard {i}: {why}" for i, why in sorted(failed.items()))
             raise LongformError(f"{len(failed)} of {shards} shards failed ({named}); run the same command again to"
@@ -85,7 +85,7 @@ async def build_sharded(config: str, shards: int, prompts: str | None = None, li
         resubmitted = sorted(i for i, n in attempts.items() if n > 1 and i not in failed)
         return {**session.summary(), "shards": {
             "merged": len(files), "failed": failed, "attempts": attempts, "resubmitted": len(resubmitted),
-            "started_over": session.tally.shards_started_over,
+            "started_over": sorted(i for i, _, _, over in outcomes if over),
             # What the re-submitted shards' last runs generated: an upper bound on the work redone.
             "resubmitted_tokens_out": sum(session.tally.shard_tokens_out.get(i, 0) for i in resubmitted)}}
 
@@ -109,15 +109,15 @@ class Ended:
     worker: str | None = None
 
 
-async def _run_shard(i: int, submit, job: ShardJob, settings, session) -> tuple[int, str, int]:
-    """Shard `i` run until it completes or [build] shard_attempts runs ended otherwise:
-    (shard, why it failed or "", attempts made). Each attempt is a `shard_attempts` row."""
-    most = settings.build.shard_attempts
+async def _run_shard(i: int, submit, job: ShardJob, settings, session) -> tuple[int, str, int, bool]:
+    """Shard `i` run until it completes or [build] shard_attempts runs ended otherwise: (shard, why
+    it failed or "", attempts made, whether a re-run started over because its file was gone). Each
+    attempt is a `shard_attempts` row."""
+    most, started_over = settings.build.shard_attempts, False
+    path = shard_db(settings, i, job.shards)
     for attempt in range(1, most + 1):
-        path = shard_db(settings, i, job.shards)
         found = path.exists()
-        if attempt > 1 and not found:
-            session.tally.shards_started_over.append(i)   # its file went with its machine: from scratch
+        started_over |= attempt > 1 and not found   # its file went with its machine: from scratch
         started = now()
         ended = await submit(i, attempt, job, session.run_id)
         session.store.add("shard_attempts", {
@@ -125,10 +125,10 @@ async def _run_shard(i: int, submit, job: ShardJob, settings, session) -> tuple[
             "flow_run_name": ended.name, "worker": ended.worker, "state": ended.state, "message": ended.message[:2000],
             "file_found": found, "started_at": started, "ended_at": now()})
         if ended.ok:
-            return i, "", attempt
+            return i, "", attempt, started_over
         if attempt < most:
             reporter().note(f"shard {i}: attempt {attempt} ended {ended.state} ({ended.message}); submitting it again")
-    return i, f"{ended.state} in all {most} attempts (last: {ended.message})", most
+    return i, f"{ended.state} in all {most} attempts (last: {ended.message})", most, started_over
 
 
 async def _run_local(i: int, attempt: int, job: ShardJob, run_id: str) -> Ended:

@@ -49,9 +49,7 @@ class Tally:
     failed_stage: dict | None = None  # {"stage", "reason"} of a corpus-wide stage that failed
     judgment_ids: list[str] = field(default_factory=list)
     stage_s: dict[str, float] = field(default_factory=dict)  # seconds per corpus-wide stage
-    # A sharded build's parent: shards re-run from scratch (their file was lost), and what each
-    # merged shard's last run generated.
-    shards_started_over: list[int] = field(default_factory=list)
+    # A sharded build's parent: what each merged shard's last run generated.
     shard_tokens_out: dict[int, int] = field(default_factory=dict)
 
 

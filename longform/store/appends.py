@@ -29,9 +29,11 @@ class BufferedAppends:
             self._pending[table].append(row)
             if table == "requests" and row.get("error") is None:
                 self._pending_answers[row["key"]] = row
-            if (sum(map(len, self._pending.values())) >= self._batch_rows
-                    or time.monotonic() - self._last_flush >= self._flush_interval_s):
+            if sum(map(len, self._pending.values())) >= self._batch_rows or self._interval_passed():
                 self._commit_in_background()
+
+    def _interval_passed(self) -> bool:
+        return time.monotonic() - self._last_flush >= self._flush_interval_s
 
     def _start_timer(self) -> None:
         self._start_pool()  # here, on the opening thread: a cursor is not made while another thread queries
@@ -42,8 +44,7 @@ class BufferedAppends:
                     running = self._committing
                     if running is not None and (not running.done() or running.exception() is not None):
                         continue  # a failed commit is raised to the writer by its next add or read
-                    if (any(self._pending.values())
-                            and time.monotonic() - self._last_flush >= self._flush_interval_s):
+                    if any(self._pending.values()) and self._interval_passed():
                         self._commit_in_background()
 
         self._timer = threading.Thread(target=tick, name="longform-store-timer", daemon=True)
