@@ -51,11 +51,12 @@ def llama_rates(context_tokens: int = 1024, decode_tokens: int = 128) -> dict:
     after it (decoding slows as the context grows: here ~99 tokens/s after 64 tokens, ~62 after 1,500)."""
     from llama_cpp import Llama
 
+    import longform.models.llama_server  # noqa: F401  (the server's patches: no prompt logits)
     from longform.models.embedded import CONTEXT_WINDOW, gguf_path
 
     threads = os.cpu_count() or 1
     llm = Llama(model_path=str(gguf_path()), n_ctx=CONTEXT_WINDOW, n_threads=threads, n_threads_batch=threads,
-                logits_all=True, verbose=False)
+                logits_all=True, flash_attn=True, verbose=False)  # as EmbeddedServer starts it
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     tokens = llm.tokenize(text.encode("utf-8"))[:context_tokens]
     llm.eval(tokens[:64])  # warm up

@@ -123,3 +123,34 @@ def test_the_servers_logprobs_are_llama_cpps_own_computed_row_by_row():
     assert all(isinstance(r, list) and isinstance(r[0], float) for r in got)
     assert np.allclose(np.array(got), whole[35:], atol=1e-6)
     assert np.allclose(Llama.logits_to_logprobs(logits[0]), whole[0], atol=1e-6)   # one row: unchanged
+
+
+def test_the_server_computes_no_prompt_logits_and_answers_the_same():
+    """longform/models/llama_server.py's eval: logits for each batch's last token only, so the same
+    text and the same answer log-probabilities as llama-cpp-python's own eval; `echo` with
+    `logprobs`, which would read prompt rows, is refused."""
+    import types
+
+    import numpy as np
+    from llama_cpp import Llama
+
+    from longform.models import llama_server
+    from longform.models.embedded import gguf_path
+
+    llm = Llama(model_path=str(gguf_path()), n_ctx=2048, n_threads=1, n_batch=64, logits_all=True, verbose=False)
+    prompt = "The old museum by the river opened in 1911, and " * 12 + "the old museum by the"
+
+    def ask(**extra):
+        llm.reset()
+        out = llm.create_completion(prompt, max_tokens=4, temperature=0.0, logprobs=3, **extra)["choices"][0]
+        return out["text"], out["logprobs"]["token_logprobs"], out["logprobs"]["top_logprobs"]
+
+    assert Llama.eval is llama_server.eval_last_rows
+    text, logprobs, top = ask()
+    llm.eval = types.MethodType(llama_server._eval_every_row, llm)   # upstream: every row computed
+    text_upstream, logprobs_upstream, top_upstream = ask()
+    assert text == text_upstream and len(logprobs) == 4
+    assert np.allclose(logprobs, logprobs_upstream, atol=1e-4)
+    assert [list(t) for t in top] == [list(t) for t in top_upstream]
+    with pytest.raises(ValueError, match="echo with logprobs"):
+        ask(echo=True)
