@@ -47,10 +47,14 @@ async def write_one_shard(config: str, shard: int, shards: int, prompts: str | N
         return session.summary()
 
 
-@flow(name="build-shard", retries=2, retry_delay_seconds=10)
+# No Prefect retries in the run's own process: a failed or lost run is submitted again by the parent
+# (`_run_shard`, up to [build] shard_attempts), which any worker may take — a bad node's shard can
+# land on a good one — and each run is a `shard_attempts` row. Retries here as well would run a shard
+# that fails for its own reason attempts × (retries + 1) times, 10 s apart, on the same node.
+@flow(name="build-shard")
 async def build_shard(config: str, shard: int, shards: int, prompts: str | None = None,
                       limit: int | None = None) -> dict:
-    """One shard, as a Prefect flow run: a failed run is retried and resumes from its file's cache."""
+    """One shard, as a Prefect flow run; run again, it resumes from its file's cache."""
     summary = await write_one_shard(config, shard, shards, prompts, limit, flow_run_id=flow_run.id)
     return {k: summary[k] for k in ("run_id", "samples", "failures", "requests_sent", "cache_hits")}
 

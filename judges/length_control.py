@@ -39,7 +39,6 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 import numpy as np
-import statsmodels.api as sm
 
 
 @dataclass
@@ -275,7 +274,17 @@ def fit_rubric(rated: list[Rated]) -> tuple[LengthFit, dict[str, float]]:
 
 # --- fitting -------------------------------------------------------------------------------------
 
+def _statsmodels():
+    # Imported when a fit runs, not with the module: statsmodels.api takes 1.5 s to import here, and
+    # every `longform` command that only passes through this module (status, a shard, a build
+    # without judges) would pay it.
+    import statsmodels.api as sm
+
+    return sm
+
+
 def _glm(y: np.ndarray, columns: dict[str, np.ndarray]):
+    sm = _statsmodels()
     names, x = _design(columns)
     if np.linalg.matrix_rank(x) < x.shape[1]:
         return "the design is rank-deficient (a group or the length term is confounded with another term)"
@@ -294,7 +303,7 @@ def _ols(y: np.ndarray, columns: dict[str, np.ndarray]):
         return "the design is rank-deficient (length is confounded with the prompt effects)"
     if len(y) - x.shape[1] < 2:
         return f"{len(y)} samples for {x.shape[1]} parameters; too few to estimate the length term"
-    return _estimates(sm.OLS(y, x).fit(), names)
+    return _estimates(_statsmodels().OLS(y, x).fit(), names)
 
 
 def _design(columns: dict[str, np.ndarray]) -> tuple[list[str], np.ndarray]:

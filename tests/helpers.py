@@ -110,3 +110,20 @@ def descendants(pid: int) -> set[int]:
         frontier = {child for child, parent in parent_of.items() if parent in frontier} - found
         found |= frontier
     return found
+
+
+def cli(*args: str, cwd: Path) -> tuple[int, str, str]:
+    """The `longform` command run in this process (Typer's runner): (exit code, stdout, stderr). For
+    commands whose test is about what they do, not about being a process of their own: a new Python
+    process importing torch, transformers and TRL costs about 10 s here, once per call."""
+    from contextlib import chdir
+
+    from typer.testing import CliRunner
+
+    from longform.cli.app import app
+
+    with chdir(cwd):
+        result = CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "200"})
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.stdout, result.stderr

@@ -8,16 +8,14 @@ from datasets import load_dataset
 
 from flows.build import build
 
-from helpers import longform, rows, tiny_build
+from helpers import cli, rows, tiny_build
 
 pytestmark = pytest.mark.embedded  # the model's weights, in llama.cpp or transformers
 
 
 
 def _run(*args, cwd):
-    proc = longform(*args, cwd=cwd)
-    out, err = proc.communicate(timeout=900)
-    return proc.returncode, out, err
+    return cli(*args, cwd=cwd)
 
 
 @pytest.fixture(scope="module")
