@@ -13,9 +13,11 @@ from helpers import tiny_build
 LONGFORM = [sys.executable, "-m", "longform.cli"]
 
 
-def run(*args: str, cwd: Path, env_home: Path) -> subprocess.CompletedProcess:
+def run(*args: str, cwd: Path, env_home: Path, api: str | None = None) -> subprocess.CompletedProcess:
+    """The real command in a new process. Without `api` a build starts its own temporary Prefect
+    server, as a new user's does (about 15 s here); with it, it uses the session's."""
     env = {**os.environ, "PREFECT_HOME": str(env_home / "prefect"), "COLUMNS": "200",
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", **({"PREFECT_API_URL": api} if api else {})}
     return subprocess.run([*LONGFORM, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
 
 
@@ -77,12 +79,12 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.embedded
-def test_endpoint_down_at_start_is_one_line_and_recorded(tmp_path):
+def test_endpoint_down_at_start_is_one_line_and_recorded(tmp_path, prefect):
     config = tiny_build(tmp_path)
     down = tmp_path / "down.toml"
     down.write_text(config.read_text().replace('kind = "embedded"',
                                                'kind = "openai"\nbase_url = "http://127.0.0.1:9/v1"'))
-    _one_line_error(run("build", "--config", str(down), cwd=tmp_path, env_home=tmp_path),
+    _one_line_error(run("build", "--config", str(down), cwd=tmp_path, env_home=tmp_path, api=prefect),
                     "http://127.0.0.1:9/v1: endpoint not usable")
     with Store.open(tmp_path / "corpus.duckdb") as store:
         assert store.query("select status from runs")[1] == [("failed",)]
@@ -90,7 +92,7 @@ def test_endpoint_down_at_start_is_one_line_and_recorded(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.embedded
-def test_build_then_query_then_rebuild_from_cache(tmp_path):
+def test_build_then_query_then_rebuild_from_cache(tmp_path, prefect):
     config = tiny_build(tmp_path)
     db = tmp_path / "corpus.duckdb"
     first = run("build", "--config", str(config), cwd=tmp_path, env_home=tmp_path)
@@ -106,7 +108,8 @@ def test_build_then_query_then_rebuild_from_cache(tmp_path):
     refused = run("query", "delete from samples", "--db", str(db), cwd=tmp_path, env_home=tmp_path)
     _one_line_error(refused, "query refused: DELETE")
 
-    again = run("build", "--config", str(config), cwd=tmp_path, env_home=tmp_path)
+    # The first build ran as a new user's (its own temporary Prefect server); the rerun uses the session's.
+    again = run("build", "--config", str(config), cwd=tmp_path, env_home=tmp_path, api=prefect)
     assert again.returncode == 0, again.stderr[-3000:]
     sent = [line for line in again.stdout.splitlines() if "model requests sent" in line]
     assert sent and sent[0].split()[-2] == "0", again.stdout
