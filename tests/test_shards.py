@@ -39,7 +39,8 @@ def test_a_local_sharded_build_equals_the_unsharded_one_and_merges_idempotently(
 
         (tmp_path / "sharded").mkdir()
         config = fleet_build(tmp_path / "sharded", [a.base_url, b.base_url], 10, name="corpus")
-        proc = longform("build", "--config", str(config), "--shards", "3", "--local", cwd=tmp_path / "sharded")
+        proc = longform("build", "--config", str(config), "--shards", "3", "--local", cwd=tmp_path / "sharded",
+                        env={"PREFECT_API_URL": prefect})
         out, err = proc.communicate(timeout=600)
         assert proc.returncode == 0, err
         assert "merged 3 shard(s)" in err + out
