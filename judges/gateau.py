@@ -52,6 +52,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
 
 
 @dataclass(frozen=True)
@@ -209,7 +211,8 @@ class GateauScorer:
         losses = self._batched_nll(self.short_model, jobs, "window")
         return float(np.average(losses, weights=weights))
 
-    def cam(self, enc: _Encoded) -> float:
+    def cam(self, enc: _Encoded, attention: np.ndarray | None = None) -> float:
+        """`attention`: the shares `_attention_shares` gives, when the full pass has read them already."""
         a, b = self._probe(enc)
         later = enc.ids[a:b]
         prompt = enc.ids[:enc.prompt_len]
@@ -221,7 +224,7 @@ class GateauScorer:
         losses = self._batched_nll(self.model, jobs, "cam_ppl")
         gains = np.maximum(0.0, losses[0] - np.array(losses[1:]))
         p_ppl = gains / gains.sum() if gains.sum() > 0 else np.full(len(gains), 1 / len(gains))
-        p_att = self._attention_shares(enc)
+        p_att = attention if attention is not None else self._attention_shares(enc)
         return _jsd(p_ppl, p_att) / math.log(2)
 
     def _probe(self, enc: _Encoded) -> tuple[int, int]:
@@ -237,41 +240,101 @@ class GateauScorer:
         cut = max(enc.prompt_len, b - (self.max_tokens - enc.prompt_len))
         shift = cut - enc.prompt_len
         view = enc.ids[:enc.prompt_len] + enc.ids[cut:b]
-        totals = torch.zeros(len(enc.segments))
+        in_view = {k: (max(s, cut) - shift, e - shift) for k, (s, e) in enumerate(enc.segments)
+                   if e > cut}  # a segment wholly before the view gets no attention
+        shares, _ = self._attention_pass(view, (a - shift, b - shift), in_view, len(enc.segments))
+        return shares
+
+    def _full_with_attention(self, enc: _Encoded) -> tuple[float, np.ndarray]:
+        """`full_nll` and `_attention_shares` in one pass, for a sample that fits: the probe's
+        attention rows are the same in a pass over the whole sample as in one that stops at the probe
+        (attention is causal), so the pass that scores the later part reads them too."""
+        a, b = enc.later
+        spans = dict(enumerate(enc.segments))
+        shares, loss = self._attention_pass(enc.ids[:b], self._probe(enc), spans, len(spans), score=(a, b))
+        return loss, shares
+
+    def _attention_pass(self, view: list[int], rows: tuple[int, int], spans: dict[int, tuple[int, int]],
+                        n_segments: int, score: tuple[int, int] | None = None) -> tuple[np.ndarray, float | None]:
+        """One pass over `view`: the attention the queries at positions `rows` give each segment
+        (`spans`: segment → its positions in `view`), averaged over layers and heads, as shares of
+        `n_segments`; with `score`, also the mean NLL of view[score[0]:score[1]].
+
+        Only the probe's rows of attention weights are computed (`_sdpa_and_probe_rows`): eager
+        attention, the usual way to read them, builds every layer's full length × length matrix and
+        took longer than the rest of the pass here."""
+        totals = torch.zeros(n_segments)
         layers = 0
 
         def collect(_module, _inputs, output):
             nonlocal layers
-            weights = output[1]                                     # (batch, heads, query, key)
-            rows = weights[0, :, a - shift:b - shift].mean(dim=0)   # heads averaged: (later queries, keys)
-            for k, (s, e) in enumerate(enc.segments):
-                if e > cut:  # a segment wholly before the view gets no attention
-                    totals[k] += rows[:, max(s, cut) - shift:e - shift].sum(dim=-1).mean()
+            attended = output[1][0].mean(dim=0)               # (probe queries, keys), heads averaged
+            for k, (s, e) in spans.items():
+                totals[k] += attended[:, s:e].sum(dim=-1).mean()
             layers += 1
             return (output[0], None, *output[2:])
 
         attention_modules = [m for name, m in self.model.named_modules() if name.endswith("self_attn")]
         hooks = [m.register_forward_hook(collect) for m in attention_modules]
         previous = self.model.config._attn_implementation
-        self.model.set_attn_implementation("eager")
+        self.model.set_attn_implementation(_PROBE_ATTENTION)
+        _probe_rows[:] = [rows]
         started = time.perf_counter()
-        # The attention weights are all this pass reads: the decoder alone, without the output layer.
-        body = self.model.get_decoder() if _plain_head(self.model) else self.model
+        ids = torch.tensor([view])
+        loss = None
         try:
             with torch.no_grad():
-                body(input_ids=torch.tensor([view]), output_attentions=True)
+                if _plain_head(self.model):
+                    # The decoder alone, the output layer only where a token is scored (see `_nll`).
+                    hidden = self.model.get_decoder()(input_ids=ids).last_hidden_state
+                    if score is not None:
+                        a, b = score
+                        logits = self.model.get_output_embeddings()(hidden[0, a - 1:b - 1]).float()
+                        loss = float(torch.nn.functional.cross_entropy(logits, ids[0, a:b]))
+                else:
+                    logits = self.model(input_ids=ids).logits
+                    if score is not None:
+                        a, b = score
+                        loss = float(torch.nn.functional.cross_entropy(logits[0, a - 1:b - 1].float(), ids[0, a:b]))
         finally:
+            _probe_rows.clear()
             self.model.set_attn_implementation(previous)
             for h in hooks:
                 h.remove()
-        self.cost.add("cam_attention", len(view), time.perf_counter() - started)
+        self.cost.add("cam_attention" if score is None else "full", len(view), time.perf_counter() - started)
         shares = (totals / max(layers, 1)).numpy()
-        return shares / shares.sum() if shares.sum() > 0 else np.full(len(shares), 1 / len(shares))
+        return (shares / shares.sum() if shares.sum() > 0 else np.full(len(shares), 1 / len(shares))), loss
 
     def measure(self, sample: Sample, *, with_cam: bool = True) -> Measured:
         enc = self.encode(sample)
-        return Measured(sample.sample_id, self.full_nll(enc), self.windowed_nll(enc),
-                        self.cam(enc) if with_cam else float("nan"), len(enc.segments), enc.later[1] - enc.later[0])
+        if with_cam and enc.later[1] <= self.max_tokens:
+            long, attention = self._full_with_attention(enc)
+        else:
+            long, attention = self.full_nll(enc), None
+        return Measured(sample.sample_id, long, self.windowed_nll(enc),
+                        self.cam(enc, attention) if with_cam else float("nan"), len(enc.segments),
+                        enc.later[1] - enc.later[0])
+
+
+# The attention rows a CAM pass reads, [start, end) in its sequence; set only while one runs.
+_probe_rows: list[tuple[int, int]] = []
+_PROBE_ATTENTION = "longform_sdpa_and_probe_rows"
+
+
+def _sdpa_and_probe_rows(module, query, key, value, attention_mask, scaling=None, **kwargs):
+    """transformers' SDPA attention for the layer's output, and as its attention weights the softmax
+    of the probe's queries only: (batch, heads, probe, keys) instead of (batch, heads, length, length).
+    Causal, as the model is; the CAM pass has one unpadded sequence, so there is no other mask."""
+    output, _ = sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, **kwargs)
+    r0, r1 = _probe_rows[0]
+    keys = repeat_kv(key, query.shape[1] // key.shape[1])
+    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+    scores = (query[:, :, r0:r1].float() @ keys.float().transpose(2, 3)) * scale
+    future = torch.arange(keys.shape[2])[None, :] > torch.arange(r0, r1)[:, None]
+    return output, torch.softmax(scores.masked_fill(future, float("-inf")), dim=-1)
+
+
+AttentionInterface.register(_PROBE_ATTENTION, _sdpa_and_probe_rows)
 
 
 def _plain_head(model) -> bool:

@@ -37,7 +37,34 @@ def test_hmg_is_higher_when_later_paragraphs_need_the_first(scorer):
     assert a.log_ppl_long < a.log_ppl_short
     for m in (a, b):
         assert 0 <= m.cam <= 1 and m.segments == 2 and m.scored_tokens > 0
-    assert scorer.cost.tokens["window"] > 0 and scorer.cost.tokens["cam_attention"] > 0
+    assert scorer.cost.tokens["window"] > 0 and scorer.cost.tokens["cam_ppl"] > 0
+
+
+def test_one_pass_scores_the_later_part_and_reads_the_probes_attention(scorer):
+    """A sample that fits: the full pass also reads CAM's attention rows, and gets what the two
+    separate passes get (the attention pass stops at the probe; attention is causal). A short probe,
+    so the full pass goes on past it."""
+    scorer = GateauScorer(scorer.model, scorer.tokenizer, window=48, max_segments=4, cam_probe=64)
+    enc = scorer.encode(Sample("reuses", "Write a short story about a cargo ship.",
+                               (FACTS, FILLER, FILLER, LATER_REUSES)))
+    loss, shares = scorer._full_with_attention(enc)
+    assert loss == pytest.approx(scorer.full_nll(enc), abs=1e-4)
+    assert np.allclose(shares, scorer._attention_shares(enc), atol=1e-5) and shares.sum() == pytest.approx(1)
+    assert len(shares) == len(enc.segments) == 2 and enc.later[1] > scorer._probe(enc)[1]
+
+    # The probe's rows, computed alone, are eager attention's rows: transformers' own weights.
+    import torch
+    a, b = scorer._probe(enc)
+    model = scorer.model
+    model.set_attn_implementation("eager")
+    try:
+        with torch.no_grad():
+            every = model(input_ids=torch.tensor([enc.ids[:b]]), output_attentions=True).attentions
+    finally:
+        model.set_attn_implementation("sdpa")
+    rows = torch.stack([layer[0, :, a:b].mean(dim=0) for layer in every])        # (layers, probe, keys)
+    eager = np.array([float(rows[:, :, s:e].sum(dim=-1).mean(dim=-1).mean()) for s, e in enc.segments])
+    assert np.allclose(shares, eager / eager.sum(), atol=1e-4), (shares, eager / eager.sum())
 
 
 def test_one_paragraph_answers_are_cut_into_token_runs(scorer):
