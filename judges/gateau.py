@@ -52,8 +52,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from transformers import AttentionInterface
-from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
+
+from longform.models.hf_model import attention_rows_only
 
 
 @dataclass(frozen=True)
@@ -260,7 +260,7 @@ class GateauScorer:
         (`spans`: segment → its positions in `view`), averaged over layers and heads, as shares of
         `n_segments`; with `score`, also the mean NLL of view[score[0]:score[1]].
 
-        Only the probe's rows of attention weights are computed (`_sdpa_and_probe_rows`): eager
+        Only the probe's rows of attention weights are computed (`attention_rows_only`): eager
         attention, the usual way to read them, builds every layer's full length × length matrix and
         took longer than the rest of the pass here."""
         totals = torch.zeros(n_segments)
@@ -276,14 +276,11 @@ class GateauScorer:
 
         attention_modules = [m for name, m in self.model.named_modules() if name.endswith("self_attn")]
         hooks = [m.register_forward_hook(collect) for m in attention_modules]
-        previous = self.model.config._attn_implementation
-        self.model.set_attn_implementation(_PROBE_ATTENTION)
-        _probe_rows[:] = [rows]
         started = time.perf_counter()
         ids = torch.tensor([view])
         loss = None
         try:
-            with torch.no_grad():
+            with torch.no_grad(), attention_rows_only(self.model, rows):
                 if _plain_head(self.model):
                     # The decoder alone, the output layer only where a token is scored (see `_nll`).
                     hidden = self.model.get_decoder()(input_ids=ids).last_hidden_state
@@ -297,8 +294,6 @@ class GateauScorer:
                         a, b = score
                         loss = float(torch.nn.functional.cross_entropy(logits[0, a - 1:b - 1].float(), ids[0, a:b]))
         finally:
-            _probe_rows.clear()
-            self.model.set_attn_implementation(previous)
             for h in hooks:
                 h.remove()
         self.cost.add("cam_attention" if score is None else "full", len(view), time.perf_counter() - started)
@@ -314,27 +309,6 @@ class GateauScorer:
         return Measured(sample.sample_id, long, self.windowed_nll(enc),
                         self.cam(enc, attention) if with_cam else float("nan"), len(enc.segments),
                         enc.later[1] - enc.later[0])
-
-
-# The attention rows a CAM pass reads, [start, end) in its sequence; set only while one runs.
-_probe_rows: list[tuple[int, int]] = []
-_PROBE_ATTENTION = "longform_sdpa_and_probe_rows"
-
-
-def _sdpa_and_probe_rows(module, query, key, value, attention_mask, scaling=None, **kwargs):
-    """transformers' SDPA attention for the layer's output, and as its attention weights the softmax
-    of the probe's queries only: (batch, heads, probe, keys) instead of (batch, heads, length, length).
-    Causal, as the model is; the CAM pass has one unpadded sequence, so there is no other mask."""
-    output, _ = sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, **kwargs)
-    r0, r1 = _probe_rows[0]
-    keys = repeat_kv(key, query.shape[1] // key.shape[1])
-    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
-    scores = (query[:, :, r0:r1].float() @ keys.float().transpose(2, 3)) * scale
-    future = torch.arange(keys.shape[2])[None, :] > torch.arange(r0, r1)[:, None]
-    return output, torch.softmax(scores.masked_fill(future, float("-inf")), dim=-1)
-
-
-AttentionInterface.register(_PROBE_ATTENTION, _sdpa_and_probe_rows)
 
 
 def _plain_head(model) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 from longform.errors import LongformError
@@ -183,3 +184,41 @@ def generate_batch(lm, tokenizer, instructions: list[str], *, max_new_tokens: li
         else:
             answers.append((tokenizer.decode(ids[:cap], skip_special_tokens=True).strip(), cap, "length"))
     return answers
+
+
+# The query rows whose attention weights a pass computes, [start, end); set only while one runs.
+_rows: list[tuple[int, int]] = []
+_ROWS_ONLY = "longform_sdpa_and_rows"
+
+
+@contextmanager
+def attention_rows_only(lm, rows: tuple[int, int]):
+    """While active, every attention layer of `lm` computes its output with SDPA as usual and returns
+    as its attention weights only the rows of the queries at positions `rows`: (batch, heads, rows,
+    keys) instead of eager attention's (batch, heads, length, length) for every layer, which on a CPU
+    took longer than the rest of the pass (GATEAU's CAM reads 256 rows of 1,500). For one unpadded,
+    causal sequence, as GATEAU's passes are."""
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(_ROWS_ONLY, _sdpa_and_rows)   # by name: registering again replaces it
+    previous = lm.config._attn_implementation
+    lm.set_attn_implementation(_ROWS_ONLY)
+    _rows[:] = [rows]
+    try:
+        yield
+    finally:
+        _rows.clear()
+        lm.set_attn_implementation(previous)
+
+
+def _sdpa_and_rows(module, query, key, value, attention_mask, scaling=None, **kwargs):
+    import torch
+    from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
+
+    output, _ = sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, **kwargs)
+    r0, r1 = _rows[0]
+    keys = repeat_kv(key, query.shape[1] // key.shape[1])
+    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+    scores = (query[:, :, r0:r1].float() @ keys.float().transpose(2, 3)) * scale
+    future = torch.arange(keys.shape[2])[None, :] > torch.arange(r0, r1)[:, None]
+    return output, torch.softmax(scores.masked_fill(future, float("-inf")), dim=-1)
