@@ -30,8 +30,8 @@ METRICS = ["gateau_hmg", "gateau_hmg_raw", "gateau_cam", "gateau_score", "gateau
 
 
 def scorer_for(cfg: GateauConfig) -> GateauScorer:
-    model, tokenizer = hf_model.load_causal_lm(cfg.model)
-    short = hf_model.load_causal_lm(cfg.short_model)[0] if cfg.short_model else None
+    model, tokenizer = hf_model.load_causal_lm(cfg.model, dtype=cfg.dtype)
+    short = hf_model.load_causal_lm(cfg.short_model, dtype=cfg.dtype)[0] if cfg.short_model else None
     return GateauScorer(model, tokenizer, short_model=short, window=cfg.window, max_segments=cfg.max_segments,
                         batch_size=cfg.batch_size, max_tokens=cfg.max_tokens, cam_probe=cfg.cam_probe)
 
@@ -40,6 +40,9 @@ def measure_key(sample: Sample, cfg: GateauConfig) -> str:
     """What determines a sample's measures; `alpha`, `top_k`, `ratio` and `batch_size` do not."""
     material = [sample.instruction, list(sample.paragraphs), cfg.model, cfg.short_model,
                 effective_window(cfg.window, cfg.max_tokens), cfg.max_tokens, cfg.max_segments, cfg.cam_probe]
+    dtype = str(hf_model.torch_dtype(cfg.dtype)).removeprefix("torch.")   # `auto` as this machine resolves it
+    if dtype != "float32":   # so measures made in float32 keep the keys they had
+        material.append(dtype)
     return content_hash(material)
 
 

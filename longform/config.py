@@ -251,6 +251,9 @@ class GateauConfig(_Section):
     ratio: float | None = Field(0.5, gt=0, le=1)  # the share, when top_k is not set
     max_segments: int = Field(8, ge=1)  # CAM's context segments per sample
     batch_size: int = Field(8, ge=1)  # sequences per forward pass
+    # The models' weights and arithmetic: float32, bfloat16, or auto (bfloat16 where the GPU or CPU
+    # computes in it natively, float32 elsewhere). bfloat16 moves the measures in their third digit.
+    dtype: Literal["float32", "bfloat16", "auto"] = "float32"
     max_tokens: int = Field(8192, ge=64)  # longest sample scored (tokens); longer ones are not scored
     # CAM scores this many tokens at the start of the later part.
     cam_probe: int = Field(256, ge=8)

@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # Under pytest-xdist each worker gets its share of the cores, for its embedded servers
 # (LONGFORM_THREADS), torch (OMP_NUM_THREADS) and every subprocess it starts: llama.cpp's and
 # OpenMP's threads spin while they wait, and two workers each using every core run many times
-# slower than both sharing (a tiny build took 328 s instead of 16 s).
+# slower than both sharing (a tiny build took 328 s instead of 16 s). With more workers than cores
+# each gets one thread, and a single thread has nothing to spin for.
 if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
     _share = str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
     os.environ.setdefault("LONGFORM_THREADS", _share)

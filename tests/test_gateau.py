@@ -137,3 +137,23 @@ def test_a_sample_that_cannot_be_scored_gets_a_row_and_the_selection_goes_on(nar
     assert again.summary["measured"] == 0 and again.summary["from_cache"] == 3
     assert [(d["sample_id"], d["selected"], d["reason"]) for d in again.decisions] == \
         [(d["sample_id"], d["selected"], d["reason"]) for d in ranking.decisions]
+
+
+def test_bfloat16_measures_what_float32_measures_to_the_third_digit(scorer):
+    """[gateau] dtype: the same weights in bfloat16 (`auto` picks it where the CPU computes in it)
+    give nearly the same measures, under a key of their own."""
+    import torch
+
+    from judges.gateau_selection import measure_key
+    from longform.config import GateauConfig
+    from longform.models.hf_model import torch_dtype
+
+    sample = Sample("reuses", "Write a short story about a cargo ship.", (FACTS, FILLER, FILLER, LATER_REUSES))
+    model, tokenizer = load_causal_lm("embedded", dtype="bfloat16")
+    assert next(model.parameters()).dtype == torch.bfloat16
+    half = GateauScorer(model, tokenizer, window=48, max_segments=4, batch_size=4).measure(sample)
+    full = scorer.measure(sample)
+    assert abs(half.log_ppl_long - full.log_ppl_long) < 0.02 and abs(half.hmg_raw - full.hmg_raw) < 0.02
+    assert abs(half.cam - full.cam) < 0.02
+    assert torch_dtype("auto") == (torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else torch.float32)
+    assert measure_key(sample, GateauConfig(dtype="bfloat16")) != measure_key(sample, GateauConfig())
