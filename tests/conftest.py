@@ -1,10 +1,14 @@
 from __future__ import annotations
 
 import os
+import shutil
+import signal
+import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
-from prefect.settings import PREFECT_API_URL
+from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.testing.utilities import prefect_test_harness
 
 from longform.engine import Endpoint
@@ -68,12 +72,62 @@ def embedded() -> Endpoint:
                        continuation="completions", render_chat=chat_renderer(server.model_path))
 
 
+def pytest_configure(config):
+    """Under xdist the controller makes a folder its workers share (they inherit the environment):
+    the session's one Prefect server lives there."""
+    if os.environ.get("PYTEST_XDIST_WORKER") is None and config.pluginmanager.hasplugin("xdist") \
+            and getattr(config.option, "numprocesses", None):
+        os.environ["LONGFORM_TEST_SHARED"] = tempfile.mkdtemp(prefix="longform-tests-")
+
+
+def pytest_unconfigure(config):
+    shared = os.environ.get("LONGFORM_TEST_SHARED")
+    if shared and os.environ.get("PYTEST_XDIST_WORKER") is None:   # the controller, after every worker
+        pid = Path(shared, "prefect.pid")
+        if pid.exists():
+            try:
+                os.killpg(int(pid.read_text()), signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        shutil.rmtree(shared, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def prefect() -> str:
-    """One Prefect backend (Prefect's test harness) for the session: each start costs about 20 s.
-    Subprocess builds reach it through the API URL it yields."""
-    with prefect_test_harness(server_startup_timeout=120):
-        yield PREFECT_API_URL.value()
+    """One Prefect backend for the session; subprocess builds reach it through the API URL it yields.
+    Under xdist the first worker to ask starts `prefect server start` in the shared folder and the
+    others use it (each start costs 15-20 s of CPU here; the controller stops it at the end); run
+    alone, Prefect's test harness."""
+    shared = os.environ.get("LONGFORM_TEST_SHARED")
+    if not shared:
+        with prefect_test_harness(server_startup_timeout=120):
+            yield PREFECT_API_URL.value()
+        return
+    from filelock import FileLock
+
+    from helpers import PREFECT, free_port, healthy, until
+
+    with FileLock(Path(shared, "prefect.lock")):
+        address = Path(shared, "prefect.url")
+        if not address.exists():
+            port = free_port()
+            env = {**os.environ, "PREFECT_HOME": str(Path(shared, "prefect-home")),
+                   "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+            server = subprocess.Popen([PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                                      env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                      start_new_session=True)
+            Path(shared, "prefect.pid").write_text(str(server.pid))
+            api = f"http://127.0.0.1:{port}/api"
+            until(lambda: healthy(api), 180, "the session's prefect server")
+            address.write_text(api)
+        api = address.read_text()
+    import prefect.context
+
+    # As Prefect's harness does: the setting also in the process-wide context, for code that runs in
+    # a context copied before this fixture.
+    with temporary_settings(updates={PREFECT_API_URL: api}), \
+            prefect.context._temporary_global_settings_context(prefect.context.get_settings_context()):
+        yield api
 
 
 @pytest.fixture

@@ -3,10 +3,7 @@
 import os
 import re
 import signal
-import socket
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -14,30 +11,7 @@ import duckdb
 import httpx
 
 from fault_server import FaultServer
-from helpers import longform, remote_build
-
-PREFECT = str(Path(sys.executable).with_name("prefect"))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _until(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.5)
-
-
-def _healthy(api: str) -> bool:
-    try:
-        return httpx.get(f"{api}/health", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
-
+from helpers import PREFECT, free_port, healthy, longform, remote_build, until
 
 def _runs(db: Path) -> list[tuple]:
     if not db.exists():
@@ -54,7 +28,7 @@ def _runs(db: Path) -> list[tuple]:
 
 @pytest.mark.slow
 def test_served_deployment_runs_when_triggered(tmp_path):
-    port = _free_port()
+    port = free_port()
     api = f"http://127.0.0.1:{port}/api"
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_API_URL": api,
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
@@ -62,13 +36,13 @@ def test_served_deployment_runs_when_triggered(tmp_path):
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     served = None
     try:
-        _until(lambda: _healthy(api), 180, "prefect server")
+        until(lambda: healthy(api), 180, "prefect server")
         with FaultServer(realistic=True) as fault:
             config = remote_build(tmp_path, fault.base_url, 3, name="nightly")
             served = longform("serve", "--config", str(config), "--cron", "0 2 * * *", cwd=tmp_path,
                               env={"PREFECT_API_URL": api}, start_new_session=True,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            _until(lambda: httpx.get(f"{api}/deployments/name/build/nightly", timeout=5).status_code == 200,
+            until(lambda: httpx.get(f"{api}/deployments/name/build/nightly", timeout=5).status_code == 200,
                    120, "the deployment")
             deployment = httpx.get(f"{api}/deployments/name/build/nightly", timeout=5).json()
             assert deployment["schedules"][0]["schedule"]["cron"] == "0 2 * * *"
@@ -79,7 +53,7 @@ def test_served_deployment_runs_when_triggered(tmp_path):
             flow_run_id = re.search(r"UUID:\s*([0-9a-f-]{36})", triggered.stdout).group(1)
 
             db = tmp_path / "corpus.duckdb"
-            _until(lambda: (flow_run_id, "finished") in _runs(db), 240, "the flow run's build")
+            until(lambda: (flow_run_id, "finished") in _runs(db), 240, "the flow run's build")
             assert len(fault.received) == 4 * 3
 
             # A CLI run of the same config reuses what the scheduled run paid for.

@@ -18,8 +18,7 @@ import httpx
 import pytest
 
 from fault_server import FaultServer
-from helpers import descendants, fleet_build, longform, rows
-from test_deployment import PREFECT, _free_port, _healthy, _until
+from helpers import PREFECT, descendants, fleet_build, free_port, healthy, longform, rows, until
 
 HEARTBEAT_S, SILENT_S = 30, 60
 pytestmark = pytest.mark.slow
@@ -30,7 +29,7 @@ class Cluster:
 
     def __init__(self, root: Path):
         self.root = root
-        self.api = f"http://127.0.0.1:{_free_port()}/api"
+        self.api = f"http://127.0.0.1:{free_port()}/api"
         # Workers look for runs every 2 s instead of 10: each submission waits for the next poll.
         self.env = {**os.environ, "PREFECT_HOME": str(root / "prefect"), "PREFECT_API_URL": self.api,
                     "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_WORKER_QUERY_SECONDS": "2"}
@@ -75,7 +74,7 @@ def cluster(tmp_path_factory):
     made = Cluster(tmp_path_factory.mktemp("cluster"))
     try:
         made.start(PREFECT, "server", "start", "--host", "127.0.0.1", "--port", made.api.split(":")[2].split("/")[0])
-        _until(lambda: _healthy(made.api), 180, "prefect server")
+        until(lambda: healthy(made.api), 180, "prefect server")
         subprocess.run([PREFECT, "work-pool", "create", "longform", "--type", "process"], env=made.env, check=True,
                        capture_output=True, timeout=120)
         first, second = made.deploy(), made.deploy()
@@ -141,7 +140,7 @@ def test_two_lost_nodes_are_detected_and_their_shards_rerun_one_resumed_one_from
                         writing[shard] = (w, tree)
                 return len(writing) >= 2 and len(a.received) + len(b.received) >= 8
 
-            _until(two_shards_are_half_written, 300, "two shards being written")
+            until(two_shards_are_half_written, 300, "two shards being written")
             (kept_shard, (kept, kept_tree)), (lost_shard, (lost, lost_tree)) = sorted(writing.items())[:2]
             killed_at = time.monotonic()
             for tree, worker in ((kept_tree, kept), (lost_tree, lost)):

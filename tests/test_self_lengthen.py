@@ -126,8 +126,8 @@ enabled = ["self_lengthen"]
 [self_lengthen]
 rounds = 1
 min_growth = 1.0
-generator_max_tokens = 40
-round_max_tokens = 100
+generator_max_tokens = 30
+round_max_tokens = 70
 required_filters = []
 iterations = 2
 train_max_steps = 1
