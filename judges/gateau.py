@@ -21,7 +21,8 @@ Contextual Awareness Measurement (CAM). The context segments are the earlier par
 - from perplexity: how much seeing segment j (with the instruction) lowers the later part's loss,
   relative to the instruction alone; negative gains count as 0;
 - from attention: the attention mass the later part's tokens give each segment's tokens, averaged
-  over layers and heads (eager attention, this pass only).
+  over layers and heads (only those queries' rows are computed; for a sample that fits, in the
+  same pass as HMG's long view).
 Both look at the first `cam_probe` tokens of the later part (default 256), so each of the
 segments' passes is instruction + segment + probe long, not the whole answer.
 GATEAU's released code never combines them. We take CAM = Jensen-Shannon divergence between the two,
