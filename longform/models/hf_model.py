@@ -211,7 +211,7 @@ def attention_rows_only(lm, rows: tuple[int, int]):
     as its attention weights only the rows of the queries at positions `rows`: (batch, heads, rows,
     keys) instead of eager attention's (batch, heads, length, length) for every layer, which on a CPU
     took longer than the rest of the pass (GATEAU's CAM reads 256 rows of 1,500). For one unpadded,
-    causal sequence, as GATEAU's passes are."""
+    causal sequence, as GATEAU's passes are; a sliding-window layer's rows see only its window."""
     from transformers import AttentionInterface
 
     AttentionInterface.register(_ROWS_ONLY, _sdpa_and_rows)   # by name: registering again replaces it
@@ -234,5 +234,8 @@ def _sdpa_and_rows(module, query, key, value, attention_mask, scaling=None, **kw
     keys = repeat_kv(key, query.shape[1] // key.shape[1])
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
     scores = (query[:, :, r0:r1].float() @ keys.float().transpose(2, 3)) * scale
-    future = torch.arange(keys.shape[2])[None, :] > torch.arange(r0, r1)[:, None]
-    return output, torch.softmax(scores.masked_fill(future, float("-inf")), dim=-1)
+    distance = torch.arange(r0, r1)[:, None] - torch.arange(keys.shape[2])[None, :]   # query − key position
+    hidden = distance < 0
+    if window := getattr(module, "sliding_window", None):   # a layer that sees only its last `window` tokens
+        hidden |= distance >= window
+    return output, torch.softmax(scores.masked_fill(hidden, float("-inf")), dim=-1)
