@@ -155,18 +155,7 @@ class GateauScorer:
         ids = torch.tensor([seq + [pad] * (width - len(seq)) for seq in batch])
         mask = torch.tensor([[1] * len(seq) + [0] * (width - len(seq)) for seq in batch])
         started = time.perf_counter()
-        out = []
-        with torch.no_grad():
-            if _plain_head(model):
-                hidden = model.get_decoder()(input_ids=ids, attention_mask=mask).last_hidden_state
-                head = model.get_output_embeddings()
-                for row, (a, b) in enumerate(zip(score_from, score_to)):
-                    logits = head(hidden[row, a - 1:b - 1]).float()
-                    out.append(float(torch.nn.functional.cross_entropy(logits, ids[row, a:b])))
-            else:
-                logits = model(input_ids=ids, attention_mask=mask).logits
-                for row, (a, b) in enumerate(zip(score_from, score_to)):
-                    out.append(float(torch.nn.functional.cross_entropy(logits[row, a - 1:b - 1].float(), ids[row, a:b])))
+        out = _losses(model, ids, mask, list(zip(score_from, score_to)))
         self.cost.add(kind, int(mask.sum()), time.perf_counter() - started)
         return out
 
@@ -278,28 +267,16 @@ class GateauScorer:
         attention_modules = [m for name, m in self.model.named_modules() if name.endswith("self_attn")]
         hooks = [m.register_forward_hook(collect) for m in attention_modules]
         started = time.perf_counter()
-        ids = torch.tensor([view])
-        loss = None
         try:
-            with torch.no_grad(), attention_rows_only(self.model, rows):
-                if _plain_head(self.model):
-                    # The decoder alone, the output layer only where a token is scored (see `_nll`).
-                    hidden = self.model.get_decoder()(input_ids=ids).last_hidden_state
-                    if score is not None:
-                        a, b = score
-                        logits = self.model.get_output_embeddings()(hidden[0, a - 1:b - 1]).float()
-                        loss = float(torch.nn.functional.cross_entropy(logits, ids[0, a:b]))
-                else:
-                    logits = self.model(input_ids=ids).logits
-                    if score is not None:
-                        a, b = score
-                        loss = float(torch.nn.functional.cross_entropy(logits[0, a - 1:b - 1].float(), ids[0, a:b]))
+            with attention_rows_only(self.model, rows):
+                losses = _losses(self.model, torch.tensor([view]), None, [score] if score is not None else [])
         finally:
             for h in hooks:
                 h.remove()
         self.cost.add("cam_attention" if score is None else "full", len(view), time.perf_counter() - started)
         shares = (totals / max(layers, 1)).numpy()
-        return (shares / shares.sum() if shares.sum() > 0 else np.full(len(shares), 1 / len(shares))), loss
+        return (shares / shares.sum() if shares.sum() > 0 else np.full(len(shares), 1 / len(shares))), \
+            (losses[0] if losses else None)
 
     def measure(self, sample: Sample, *, with_cam: bool = True) -> Measured:
         enc = self.encode(sample)
@@ -310,6 +287,21 @@ class GateauScorer:
         return Measured(sample.sample_id, long, self.windowed_nll(enc),
                         self.cam(enc, attention) if with_cam else float("nan"), len(enc.segments),
                         enc.later[1] - enc.later[0])
+
+
+def _losses(model, ids, mask, spans: list[tuple[int, int]]) -> list[float]:
+    """One forward pass over the rows of `ids`: the mean negative log-likelihood of tokens [a, b) of
+    row k, for the k-th (a, b) of `spans` (none: the pass alone, for its side effects). The output
+    layer is applied only where a token is scored (see `GateauScorer._nll`)."""
+    with torch.no_grad():
+        if _plain_head(model):
+            hidden = model.get_decoder()(input_ids=ids, attention_mask=mask).last_hidden_state
+            head = model.get_output_embeddings()
+            return [float(torch.nn.functional.cross_entropy(head(hidden[row, a - 1:b - 1]).float(), ids[row, a:b]))
+                    for row, (a, b) in enumerate(spans)]
+        logits = model(input_ids=ids, attention_mask=mask).logits
+        return [float(torch.nn.functional.cross_entropy(logits[row, a - 1:b - 1].float(), ids[row, a:b]))
+                for row, (a, b) in enumerate(spans)]
 
 
 def _plain_head(model) -> bool:
