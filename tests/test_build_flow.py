@@ -76,69 +76,6 @@ def test_build_stores_everything_and_a_rerun_sends_nothing(prefect, tmp_path):
     assert rows(db, "select count(*) from samples") == [(samples,)]
 
 
-@pytest.mark.slow
-@pytest.mark.embedded
-def test_judged_build_stores_verdicts_fits_and_decisions(prefect, tmp_path):
-    config = tiny_build(tmp_path, name="judged")
-    config.write_text(config.read_text().replace('out_dir', 'samples_per_prompt = 2\nout_dir', 1)
-                      + "\n[judges]\nrubric = true\npairwise = true\nmax_tokens = 80\n"
-                      + "\n[gateau]\nenabled = true\nwindow = 32\nratio = 0.5\n")
-    db = tmp_path / "corpus.duckdb"
-    summary = asyncio.run(build(config=str(config)))
-
-    samples = {r[0]: r[1] for r in rows(db, "select sample_id, prompt_id from samples")}
-    rubric = rows(db, "select sample_id, parse_status, quality, raw from judgments where kind = 'rubric'")
-    assert {r[0] for r in rubric} == set(samples)            # each sample judged once
-    for _, status, quality, raw in rubric:
-        assert raw and status in ("json", "lenient", "unparsable", "failed")
-        assert (quality is None) == (status in ("unparsable", "failed"))
-    pairs = rows(db, "select prompt_id, sample_id, other_sample_id from judgments where kind = 'pairwise'")
-    by_prompt = {}
-    for sample_id, prompt_id in samples.items():
-        by_prompt.setdefault(prompt_id, []).append(sample_id)
-    expected = sum(2 for ids in by_prompt.values() if len(ids) == 2)   # one pair, both orders
-    assert len(pairs) == expected
-    assert {(a, b) for _, a, b in pairs} == {(b, a) for _, a, b in pairs}
-    # Graded verdicts: each order's P(first) read from the verdict token's logprobs, and the pair's
-    # position-debiased preference stored as a score of each candidate.
-    graded = {(a, b): (p, signal) for a, b, p, signal in rows(
-        db, "select sample_id, other_sample_id, p_first, signal from judgments where kind = 'pairwise'")}
-    assert all(signal == "logprobs" and 0 <= p <= 1 for p, signal in graded.values()), graded
-    preference = dict(rows(db, f"select sample_id, value from scores where run_id = '{summary['run_id']}'"
-                               " and metric = 'pairwise_preference'"))
-    for (a, b), (p_ab, _) in graded.items():
-        p_ba = graded[(b, a)][0]
-        if a < b:
-            assert preference[a] == pytest.approx((p_ab + 1 - p_ba) / 2)
-            assert preference[b] == pytest.approx(1 - (p_ab + 1 - p_ba) / 2)
-
-    fits = rows(db, "select kind, status, reason, phi, ci_low, ci_high from length_fits")
-    assert {f[0] for f in fits} == ({"rubric", "pairwise"} if expected else {"rubric"})
-    for kind, status, reason, phi, lo, hi in fits:
-        assert (status == "fitted" and lo <= phi <= hi) or (status == "not_identified" and reason)
-    decisions = rows(db, "select purpose, prompt_id, selected, reason from selections")
-    assert sum(d[0] == "sft" for d in decisions) == len(samples)
-    assert {d[1] for d in decisions if d[0] == "dpo"} == set(by_prompt)
-    assert all(d[3] for d in decisions)
-    assert summary["scoring"]["sft_selected"] == sum(d[2] for d in decisions if d[0] == "sft")
-
-    # GATEAU ranks what the SFT policy kept, and the export takes its top half.
-    kept = {r[0] for r in rows(db, f"select sample_id from selections where run_id = '{summary['run_id']}'"
-                                    " and purpose = 'sft' and selected")}
-    ranked = rows(db, f"select sample_id, selected from selections where run_id = '{summary['run_id']}'"
-                       " and purpose = 'gateau'")
-    assert {r[0] for r in ranked} == kept
-    assert sum(r[1] for r in ranked) == -(-len(kept) // 2)
-    metrics = rows(db, f"select metric, count(*) from scores where run_id = '{summary['run_id']}'"
-                        " and metric like 'gateau%' group by all order by all")
-    assert metrics == [(m, len(kept)) for m in sorted(["gateau_cam", "gateau_hmg", "gateau_hmg_raw",
-                                                         "gateau_rank", "gateau_score"])]
-    assert summary["scoring"]["gateau"]["ranked"] == len(kept)
-
-    again = asyncio.run(build(config=str(config)))
-    assert again["requests_sent"] == 0
-
-
 def test_stand_in_build_reads_lengths_and_exports(prefect, tmp_path):
     """A deterministic stand-in model: every prompt is written, so the length specs stored on the
     samples and the export are asserted exactly."""
