@@ -162,8 +162,9 @@ class SelfLengthenConfig(_Section):
     noise_keep: float = Field(0.8, gt=0, le=1)
     # Macro iterations. Each writes training data for both roles (datasets_out/<build>/self_lengthen/
     # iter_<k>/<role>/); after iteration k a LoRA adapter per role is trained on it ([train] settings,
-    # TRL) and iteration k+1 writes with them: on the embedded endpoint served by transformers on
-    # 127.0.0.1 (hf_server.py), on a remote one loaded into the running vLLM server (its runtime LoRA API).
+    # TRL) and iteration k+1 writes with them: on the embedded endpoint served by llama.cpp as GGUF
+    # LoRA files (by transformers, hf_server.py, for a train_model other than "embedded"), on a remote
+    # one loaded into the running vLLM server (its runtime LoRA API).
     iterations: int = Field(1, ge=1, le=10)
     # The base the roles are retrained from (an HF id in the local cache, a path, or "embedded"):
     # the endpoint's model in transformers form. Default: "embedded" on the embedded endpoint, the

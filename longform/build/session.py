@@ -31,6 +31,7 @@ from longform.lengths import measure
 from longform.build.reporting import reporter
 from longform.stopping import Interrupted
 from longform.store import Store
+from longform.models.hf_model import EMBEDDED
 from longform.models.training import Adapter
 from longform.store.schema import APPEND_TABLES
 
@@ -90,14 +91,29 @@ class BuildSession:
     async def adapter_engine(self, adapters: list[Adapter]) -> AsyncIterator[Engine]:
         """An engine on which requests may name these LoRA adapters as their model. On a remote pool
         (vLLM) they are loaded into the running servers and the build's own engine serves them, with
-        its routing and limits; on the embedded endpoint a local transformers server serves them."""
-        if self.settings.primary.kind != "embedded":
+        its routing and limits. On the embedded endpoint, adapters of the embedded model are served
+        by a second llama.cpp server, applied to its GGUF weights; adapters of another base model
+        (`[self_lengthen] train_model`) by a local transformers server."""
+        primary = self.settings.primary
+        if primary.kind != "embedded":
             await self.engine.load_adapters({a.name: a.path for a in adapters})
             yield self.engine
             return
+        if self.settings.lengthen_base == EMBEDDED:
+            from longform.models.embedded import EmbeddedServer, chat_renderer
+            from longform.models.gguf_lora import lora_gguf
+
+            served = {a.name: lora_gguf(a.path) for a in adapters}
+            with EmbeddedServer(context_window=primary.context_window, n_threads=primary.n_threads,
+                                adapters=served) as server:
+                endpoint = Endpoint(server.base_url, adapters[0].name, primary.dialect, primary.context_window,
+                                    continuation="completions", render_chat=chat_renderer(server.model_path))
+                async with self.engine_for(endpoint) as engine:
+                    yield engine
+            return
         from longform.models.hf_server import HFServer
 
-        with HFServer({a.name: a.path for a in adapters}, context_window=self.settings.primary.context_window) as server:
+        with HFServer({a.name: a.path for a in adapters}, context_window=primary.context_window) as server:
             async with self.engine_for(server.endpoint(adapters[0].name)) as engine:
                 yield engine
 

@@ -8,8 +8,10 @@ never outlives longform.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import sys
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -79,10 +81,16 @@ def _quiet_stderr():
 
 class EmbeddedServer:
     def __init__(self, context_window: int = CONTEXT_WINDOW, n_threads: int | None = None,
-                 start_timeout_s: float = 180.0):
+                 start_timeout_s: float = 180.0, adapters: dict[str, Path] | None = None):
+        """`adapters`: served name → a GGUF LoRA file (gguf_lora.py) for the embedded weights. With
+        them the server serves each adapter under its name instead of the base model, one loaded
+        at a time (llama-cpp-python's multi-model config reloads on a change of name: a fraction of
+        a second for this model)."""
         if importlib.util.find_spec("llama_cpp") is None:
             raise LongformError(f"llama-cpp-python is not installed; {_INSTALL_HINT}")
         self.model_path = gguf_path()
+        self.adapters = adapters or {}
+        self._config_dir: tempfile.TemporaryDirectory | None = None
         self.context_window = context_window
         # LONGFORM_THREADS: fewer than every core, e.g. for two processes sharing a machine (the test
         # suite's workers): llama.cpp's threads spin while they wait, and two servers with a thread per
@@ -100,23 +108,34 @@ class EmbeddedServer:
     def pid(self) -> int | None:
         return self._server.pid if self._server else None
 
+    def _model(self) -> dict:
+        return {"n_ctx": self.context_window, "n_threads": self.n_threads, "n_threads_batch": self.n_threads,
+                # llama.cpp's fused attention on the CPU: a judge request of 3,000 prompt tokens took 18 %
+                # less time with it here (issue 24); the answers' log-probabilities move in the third digit.
+                "flash_attn": True}
+
+    def _arguments(self) -> tuple[list[str], dict[str, str] | None]:
+        """The server's command-line arguments, or for adapters a config file of one model each
+        (the server then takes its port from $PORT)."""
+        # Its default aborts a running completion when a new request arrives.
+        server = {"host": "127.0.0.1", "interrupt_requests": False}
+        if not self.adapters:
+            single = {**server, "port": "{port}", "model": str(self.model_path), "model_alias": MODEL_ALIAS,
+                      **self._model()}
+            return [arg for key, value in single.items() for arg in (f"--{key}", str(value))], None
+        self._config_dir = tempfile.TemporaryDirectory(prefix="longform-adapters-")
+        config = Path(self._config_dir.name) / "models.json"
+        models = [{"model": str(self.model_path), "model_alias": name, "lora_path": str(path), **self._model()}
+                  for name, path in self.adapters.items()]
+        config.write_text(json.dumps({**server, "models": models}), encoding="utf-8")
+        return ["--config_file", str(config)], {**os.environ, "PORT": "{port}"}
+
     def start(self) -> "EmbeddedServer":
+        arguments, env = self._arguments()
         self._server = OwnedServer("embedded server", [
             # llama-cpp-python's server, with its log-probabilities computed on demand (llama_server.py).
-            sys.executable, "-m", "longform.models.llama_server",
-            "--model", str(self.model_path),
-            "--model_alias", MODEL_ALIAS,
-            "--host", "127.0.0.1",
-            "--port", "{port}",
-            "--n_ctx", str(self.context_window),
-            "--n_threads", str(self.n_threads),
-            "--n_threads_batch", str(self.n_threads),
-            # Its default aborts a running completion when a new request arrives.
-            "--interrupt_requests", "False",
-            # llama.cpp's fused attention on the CPU: a judge request of 3,000 prompt tokens took 18 %
-            # less time with it here (issue 24); the answers' log-probabilities move in the third digit.
-            "--flash_attn", "True",
-        ], ready_path="/v1/models", start_timeout_s=self.start_timeout_s,
+            sys.executable, "-m", "longform.models.llama_server", *arguments,
+        ], ready_path="/v1/models", start_timeout_s=self.start_timeout_s, env=env,
             # llama.cpp's own log, timings per request included: what benchmarks/embedded_speed.py reads
             # the tokens actually prefilled (after the prefix cache) from.
             log_path=os.environ.get("LONGFORM_EMBEDDED_LOG") or None).start()
@@ -127,6 +146,9 @@ class EmbeddedServer:
         if self._server is not None:
             self._server.stop()
             self._server = None
+        if self._config_dir is not None:
+            self._config_dir.cleanup()
+            self._config_dir = None
 
     def __enter__(self) -> "EmbeddedServer":
         return self.start()

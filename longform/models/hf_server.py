@@ -1,8 +1,9 @@
 """An OpenAI-compatible server on 127.0.0.1 over transformers models, such as a LoRA adapter longform
 just trained, so the engine can call them like any other endpoint.
 
-It is what serves Self-Lengthen's retrained roles between iterations on the embedded endpoint: one
-process, each served name a model (a base model or an adapter directory, loaded through
+It serves Self-Lengthen's retrained roles between iterations on the embedded endpoint when they
+were retrained from a base other than the embedded model (whose adapters llama.cpp serves, see
+gguf_lora.py): one process, each served name a model (a base model or an adapter directory, loaded through
 transformers' PEFT integration), one request at a time. It speaks `/v1/models`,
 `/v1/chat/completions` (with the model's chat template) and `/v1/completions`; it does not do
 structured output, so its endpoint's JSON dialect is "none". On a remote vLLM endpoint the

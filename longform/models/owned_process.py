@@ -37,7 +37,8 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
 
 
 class OwnedServer:
-    """`command` (with `{port}` filled in) on a free loopback port, ready once `ready_path` answers 200.
+    """`command` (with `{port}` filled in, in its arguments and `env`) on a free loopback port, ready
+    once `ready_path` answers 200.
 
     Start it from the main thread: the kernel's parent-death signal fires when the *thread* that
     started the child ends.
@@ -65,7 +66,9 @@ class OwnedServer:
         self.port = free_port()
         self._log = open(self.log_path, "ab+") if self.log_path else tempfile.TemporaryFile()
         self._proc = subprocess.Popen([part.replace("{port}", str(self.port)) for part in self.command], stdout=self._log,
-                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env,
+                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                      env={k: v.replace("{port}", str(self.port)) for k, v in self.env.items()}
+                                      if self.env is not None else None,
                                       preexec_fn=_die_with_parent)
         self.pid = self._proc.pid
         try:
