@@ -29,10 +29,11 @@ if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
     os.environ.setdefault("OMP_NUM_THREADS", _share)
 
 
-# Files by measured time, longest first (3 workers, 2 cores; `--durations`, 2026-12-03). The lost-machine
+# Files by measured time, longest first (3 workers, 2 cores; `--durations`, 2026-12-04). The lost-machine
 # module is mostly waiting for Prefect's heartbeat window: started first, the others fill its worker.
-LONGEST = ["test_lost_machines.py", "test_self_lengthen.py", "test_training.py", "test_reliability.py",
-           "test_build_flow.py", "test_cli.py", "test_shards.py", "test_lora_serving.py"]
+LONGEST = ["test_lost_machines.py", "test_reliability.py", "test_training.py", "test_gateau.py",
+           "test_self_lengthen.py", "test_cli.py", "test_eval.py", "test_embedded.py", "test_lora_serving.py",
+           "test_deployment.py"]
 
 
 def pytest_collection_modifyitems(items):

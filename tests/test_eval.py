@@ -44,6 +44,7 @@ def prompts_file(tmp_path):
     return tmp_path / "prompts.jsonl"
 
 
+@pytest.mark.slow
 @pytest.mark.embedded
 def test_two_models_one_command_stored_compared_and_reused(tmp_path, prompts_file):
     with FaultServer("exact") as server:

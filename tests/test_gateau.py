@@ -139,6 +139,7 @@ def test_a_sample_that_cannot_be_scored_gets_a_row_and_the_selection_goes_on(nar
         [(d["sample_id"], d["selected"], d["reason"]) for d in ranking.decisions]
 
 
+@pytest.mark.slow
 def test_bfloat16_measures_what_float32_measures_to_the_third_digit(scorer):
     """[gateau] dtype: the same weights in bfloat16 (`auto` picks it where the CPU computes in it)
     give nearly the same measures, under a key of their own."""
