@@ -42,8 +42,9 @@ def pytest_collection_modifyitems(items):
     these in subprocesses carry the marker themselves; `slow` (over ~10 s here) is set by hand.
 
     The longest files run first (LONGEST, measured with `--durations`), then the rest by their number
-    of slow tests: xdist hands out files in this order, and a long file started last leaves one
-    worker running it alone at the end."""
+    of slow tests: xdist hands out files in this order (with `--no-loadscope-reorder`, as the Makefile
+    runs it; by default it orders files by their number of tests), and a long file started last
+    leaves one worker running it alone at the end."""
     for item in items:
         names = getattr(item, "fixturenames", ())
         if "embedded" in names:
