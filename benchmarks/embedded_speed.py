@@ -120,6 +120,22 @@ def measure_build(db: Path) -> dict:
                        for stage, n, tin, tout, secs in by_stage}}
 
 
+
+def machine() -> str:
+    """The CPU by name, its cores, and whether it computes bfloat16 natively: hosts with the same
+    number of cores differ in everything these figures depend on (2026-12-04: a 2-core AMD EPYC with AVX2 only decoded at 52
+    tokens/s where the 2-core host with native bf16 decoded at 61, ran GATEAU in float32 2.3× slower,
+    and sampled other text from the same seeds)."""
+    import torch
+
+    name = platform.processor() or platform.machine()
+    try:
+        name = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    native = "native bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "no native bf16"
+    return f"{name}, {os.cpu_count()} cores, {native}"
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--layout", default="continuation", choices=["continuation", "single_message", "conversation"])
@@ -149,7 +165,7 @@ def main() -> None:
     bound_filled = filled / rates["prefill_tok_s"] + generated / rates["decode_tok_s"]
     requests = sum(st["requests"] for st in first["stages"].values())
     result = {
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "machine": machine(),
         "layout": args.layout,
         **rates,
         "command_wall_s": round(wall, 1),
