@@ -85,7 +85,8 @@ class EmbeddedServer:
         """`adapters`: served name → a GGUF LoRA file (gguf_lora.py) for the embedded weights. With
         them the server serves each adapter under its name instead of the base model, one loaded
         at a time (llama-cpp-python's multi-model config reloads on a change of name: a fraction of
-        a second for this model)."""
+        a second for this model). A name it does not serve is answered by the first adapter (that
+        server's fallback), so only the build's own adapter engine, which asks for these names, uses it."""
         if importlib.util.find_spec("llama_cpp") is None:
             raise LongformError(f"llama-cpp-python is not installed; {_INSTALL_HINT}")
         self.model_path = gguf_path()
