@@ -120,12 +120,11 @@ def measure_build(db: Path) -> dict:
                        for stage, n, tin, tout, secs in by_stage}}
 
 
-
 def machine() -> str:
     """The CPU by name, its cores, and whether it computes bfloat16 natively: hosts with the same
-    number of cores differ in everything these figures depend on (2026-12-04: a 2-core AMD EPYC with AVX2 only decoded at 52
-    tokens/s where the 2-core host with native bf16 decoded at 61, ran GATEAU in float32 2.3× slower,
-    and sampled other text from the same seeds)."""
+    number of cores differ in everything these figures depend on (2026-12-04: a 2-core AMD EPYC
+    with AVX2 only decoded at 52 tokens/s where the 2-core host with native bf16 decoded at 61, ran
+    GATEAU in float32 2.3× slower, and sampled other text from the same seeds)."""
     import torch
 
     name = platform.processor() or platform.machine()
@@ -135,6 +134,7 @@ def machine() -> str:
         pass
     native = "native bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "no native bf16"
     return f"{name}, {os.cpu_count()} cores, {native}"
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

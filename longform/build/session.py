@@ -100,15 +100,13 @@ class BuildSession:
             yield self.engine
             return
         if self.settings.lengthen_base == EMBEDDED:
-            from longform.models.embedded import EmbeddedServer, chat_renderer
+            from longform.models.embedded import EmbeddedServer
             from longform.models.gguf_lora import lora_gguf
 
             served = {a.name: lora_gguf(a.path) for a in adapters}
             with EmbeddedServer(context_window=primary.context_window, n_threads=primary.n_threads,
                                 adapters=served) as server:
-                endpoint = Endpoint(server.base_url, adapters[0].name, primary.dialect, primary.context_window,
-                                    continuation="completions", render_chat=chat_renderer(server.model_path))
-                async with self.engine_for(endpoint) as engine:
+                async with self.engine_for(server.endpoint(adapters[0].name, primary.dialect)) as engine:
                     yield engine
             return
         from longform.models.hf_server import HFServer

@@ -15,6 +15,7 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+from longform.engine.endpoint import Endpoint
 from longform.errors import LongformError
 from longform.models.owned_process import OwnedServer
 
@@ -108,6 +109,13 @@ class EmbeddedServer:
     @property
     def pid(self) -> int | None:
         return self._server.pid if self._server else None
+
+    def endpoint(self, model: str, dialect: str, **options) -> Endpoint:
+        """The engine's view of this server, asking for `model` (`options`: Endpoint's own)."""
+        # llama-cpp-python's chat endpoint cannot continue an assistant message: it closes it and
+        # opens a new turn. Its completions endpoint with the chat template applied here can.
+        return Endpoint(self.base_url, model, dialect, self.context_window, continuation="completions",
+                        render_chat=chat_renderer(self.model_path), **options)
 
     def _model(self) -> dict:
         return {"n_ctx": self.context_window, "n_threads": self.n_threads, "n_threads_batch": self.n_threads,

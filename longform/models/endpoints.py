@@ -20,14 +20,11 @@ from longform.errors import LongformError
 @contextmanager
 def open_endpoint(cfg: EndpointConfig) -> Iterator[Endpoint]:
     if cfg.kind == "embedded":
-        from longform.models.embedded import MODEL_ALIAS, EmbeddedServer, chat_renderer
+        from longform.models.embedded import MODEL_ALIAS, EmbeddedServer
 
         with EmbeddedServer(context_window=cfg.context_window, n_threads=cfg.n_threads) as server:
-            # llama-cpp-python's chat endpoint cannot continue an assistant message: it closes it
-            # and opens a new turn. Its completions endpoint with the chat template applied here can.
-            yield Endpoint(server.base_url, cfg.model or MODEL_ALIAS, cfg.dialect, cfg.context_window,
-                           continuation="completions", render_chat=chat_renderer(server.model_path),
-                           concurrency=cfg.max_concurrency, weight=cfg.weight)
+            yield server.endpoint(cfg.model or MODEL_ALIAS, cfg.dialect, concurrency=cfg.max_concurrency,
+                                  weight=cfg.weight)
         return
     api_key = "not-needed"
     if cfg.api_key_env:

@@ -3,8 +3,8 @@ just trained, so the engine can call them like any other endpoint.
 
 It serves Self-Lengthen's retrained roles between iterations on the embedded endpoint when they
 were retrained from a base other than the embedded model (whose adapters llama.cpp serves, see
-gguf_lora.py): one process, each served name a model (a base model or an adapter directory, loaded through
-transformers' PEFT integration), one request at a time. It speaks `/v1/models`,
+gguf_lora.py): one process, each served name a model (a base model, or an adapter directory merged
+into its base by hf_model.load_causal_lm), one request at a time. It speaks `/v1/models`,
 `/v1/chat/completions` (with the model's chat template) and `/v1/completions`; it does not do
 structured output, so its endpoint's JSON dialect is "none". On a remote vLLM endpoint the
 adapters are loaded into the running server instead (Engine.load_adapters).
