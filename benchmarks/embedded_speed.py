@@ -52,11 +52,11 @@ def llama_rates(context_tokens: int = 1024, decode_tokens: int = 128) -> dict:
     from llama_cpp import Llama
 
     import longform.models.llama_server  # noqa: F401  (the server's patches: no prompt logits)
-    from longform.models.embedded import CONTEXT_WINDOW, gguf_path
+    from longform.models.embedded import CONTEXT_WINDOW, flash_attention, gguf_path
 
     threads = os.cpu_count() or 1
     llm = Llama(model_path=str(gguf_path()), n_ctx=CONTEXT_WINDOW, n_threads=threads, n_threads_batch=threads,
-                logits_all=True, flash_attn=True, verbose=False)  # as EmbeddedServer starts it
+                logits_all=True, flash_attn=flash_attention(), verbose=False)  # as EmbeddedServer starts it
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     tokens = llm.tokenize(text.encode("utf-8"))[:context_tokens]
     llm.eval(tokens[:64])  # warm up
@@ -70,7 +70,7 @@ def llama_rates(context_tokens: int = 1024, decode_tokens: int = 128) -> dict:
     started = time.perf_counter()
     out = llm.create_completion(prompt, max_tokens=decode_tokens, temperature=0.7, seed=1, stop=[])
     decode_s = time.perf_counter() - started
-    return {"prefill_tok_s": round(len(tokens) / prefill_s, 1),
+    return {"flash_attention": flash_attention(), "prefill_tok_s": round(len(tokens) / prefill_s, 1),
             "decode_tok_s": round(out["usage"]["completion_tokens"] / decode_s, 1),
             "context_tokens": len(tokens), "threads": threads}
 

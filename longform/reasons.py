@@ -18,6 +18,7 @@ class LengthStop(StrEnum):
     EXTRA_BUDGET_SPENT = "extra_budget_spent"
     PLAN_DONE_SHORT = "plan_done_short"
     PLAN_DONE = "plan_done"
+    DEGENERATE_TEXT = "degenerate_text"
 
     @property
     def meaning(self) -> str:
@@ -33,6 +34,8 @@ _LENGTH_STOP = {
     LengthStop.EXTRA_BUDGET_SPENT: "still short after [agentwrite] max_extra_sections extra sections",
     LengthStop.PLAN_DONE_SHORT: "the plan was written and the text is short; extra sections are off",
     LengthStop.PLAN_DONE: "the plan was written as planned (length control off)",
+    LengthStop.DEGENERATE_TEXT: "a section spent more tokens per word than [agentwrite] max_tokens_per_word"
+                                " (ids, markup or symbols in a loop); writing stopped after it",
 }
 
 

@@ -5,7 +5,7 @@ import json
 
 import pytest
 from longform.config import AgentWriteConfig, GenerationConfig
-from longform.engine import Endpoint
+from longform.engine import Completion, Endpoint
 from longform.prompts import Prompt
 from longform.lengths import WORDS
 from writers.agentwrite import _ELIDED, AgentWrite, Draft, _Chat, _Continuation, _Meter
@@ -318,3 +318,27 @@ def test_where_the_model_ends_its_piece_early_the_section_is_asked_for_by_name(s
         [again], _ = _write(_fault_endpoint(server), store, [Prompt("p", "Write about tea.", target_words=100)],
                             cfg=CLOSED)
         assert server.received == [] and again.text == draft.text
+
+
+def test_a_section_of_tokens_without_words_stops_the_sample(store):
+    """A looping model (ids, markup) writes many tokens and few words: the word count alone would read
+    it as short and ask for continuations and extra sections, each sized from its inflated ratio."""
+    loop = "[pre-packgift_2019C483F7EB6D5AAB] **[x]**\n" * 20           # 2 words a line ("pre", "x"), 15 tokens each
+    cfg = CLOSED.model_copy(update={"max_continuations": 2, "max_tokens_per_word": 4.0})
+    with FaultServer() as server:
+        server.push(_plan(100, 100, 100), {**_words(100), "tokens_out": 130},
+                    {**ok(loop), "tokens_out": 600}, _words(100))
+        [draft], _ = _write(_fault_endpoint(server), store, [Prompt("p", "x", target_words=300)], cfg=cfg)
+        sent = server.received
+    assert len(sent) == 3                                   # plan, section 1, section 2: no continuation, no section 3
+    assert draft.length_stop == "degenerate_text" and len(draft.sections) == 2
+    assert draft.sections[1].text == loop.strip() and draft.sections[1].continuations == 0   # kept, as written
+
+
+def test_a_measured_ratio_above_the_cap_does_not_size_requests():
+    meter = _Meter(tokens_per_word=1.5, headroom=1.0, context_window=8192, max_tokens_per_word=4.0)
+    answer = Completion("k", "a b c d e f g h i j " * 3, "length", tokens_in=10, tokens_out=300, cached=False)
+    meter.observe_text(answer.text, answer)                 # 30 words in 300 tokens: 10 per word
+    assert meter.max_tokens(100) == 400                     # 100 words × 4, not × 10
+    assert meter.degenerate(answer.text, answer)
+    assert not meter.degenerate("a b", Completion("k", "a b", "stop", tokens_in=1, tokens_out=40, cached=False))

@@ -154,3 +154,23 @@ def test_the_server_computes_no_prompt_logits_and_answers_the_same():
     assert [list(t) for t in top] == [list(t) for t in top_upstream]
     with pytest.raises(ValueError, match="echo with logprobs"):
         ask(echo=True)
+
+
+def test_flash_attention_where_it_pays(tmp_path, monkeypatch):
+    """On by default, off on x86 without AVX-512 (slower decoding there, longform/models/embedded.py);
+    LONGFORM_FLASH_ATTN decides instead."""
+    from longform.models import embedded
+
+    avx2, avx512 = tmp_path / "avx2", tmp_path / "avx512"
+    avx2.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma f16c\n")
+    avx512.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx avx2 avx512f avx512_bf16\n")
+    monkeypatch.delenv("LONGFORM_FLASH_ATTN", raising=False)
+    monkeypatch.setattr(embedded.platform, "machine", lambda: "x86_64")
+    assert embedded.flash_attention(str(avx2)) is False and embedded.flash_attention(str(avx512)) is True
+    monkeypatch.setenv("LONGFORM_FLASH_ATTN", "1")
+    assert embedded.flash_attention(str(avx2)) is True
+    monkeypatch.setenv("LONGFORM_FLASH_ATTN", "0")
+    assert embedded.flash_attention(str(avx512)) is False
+    monkeypatch.delenv("LONGFORM_FLASH_ATTN")
+    monkeypatch.setattr(embedded.platform, "machine", lambda: "arm64")
+    assert embedded.flash_attention(str(avx2)) is True

@@ -7,7 +7,10 @@ its word budget (with a tokens-per-word ratio measured on the sample's own answe
 that comes back far short of its budget gets a bounded number of continuation requests. After each
 section the words still owed are re-allocated over the sections left, in the plan's proportions;
 an answer already past the spec's band stops early, and one still short of it when the plan is done
-gets extra sections (`max_extra_sections`). Why it stopped is stored (`length_stop`). When the text
+gets extra sections (`max_extra_sections`). Words are what is counted but tokens are what is paid:
+an answer spending more tokens per word than natural text (`max_tokens_per_word`: a small model
+looping on ids or markup) stops the sample, where the loop would otherwise read as "too short" and
+be given more. Why it stopped is stored (`length_stop`). When the text
 so far no longer fits the model's context window, its oldest part is elided; the plan keeps the
 whole structure visible.
 
@@ -168,7 +171,8 @@ class AgentWrite:
         # In the continuation layout nothing tells the model how long a section should be: it writes
         # on until its token cap, so the cap is the section's budget, with no headroom above it.
         headroom = 1.0 if self.layout == "continuation" else self._cfg.headroom
-        meter = _Meter(self._cfg.tokens_per_word, headroom, self._engine.endpoint.context_window)
+        meter = _Meter(self._cfg.tokens_per_word, headroom, self._engine.endpoint.context_window,
+                       self._cfg.max_tokens_per_word)
         stage = "plan"
         try:
             plan = await self._plan(prompt, sample_index, spec.aim, meter)
@@ -242,6 +246,8 @@ class AgentWrite:
                                     f"section {idx + 1} had no text after its label: {section.raw[:200]!r}")
             sections.append(section.section)
             total += section.section.words
+            if section.degenerate:
+                return sections, LengthStop.DEGENERATE_TEXT
         if not control:
             return sections, LengthStop.PLAN_DONE
         for _ in range(self._cfg.max_extra_sections):
@@ -258,6 +264,8 @@ class AgentWrite:
                 return sections, LengthStop.EXTRA_SECTION_EMPTY
             sections.append(section.section)
             total += section.section.words
+            if section.degenerate:
+                return sections, LengthStop.DEGENERATE_TEXT
         if total < low:
             short = LengthStop.EXTRA_BUDGET_SPENT if self._cfg.max_extra_sections else LengthStop.PLAN_DONE_SHORT
             return sections, short
@@ -275,7 +283,7 @@ class AgentWrite:
         (and, under length control, while the answer has room left in its band)."""
         first, then = pair or (self._write_template, self._continue_template)
         fallback = fallback or self._single[:2]
-        text, continuations, finish, tokens_out, elided = "", 0, None, 0, False
+        text, continuations, finish, tokens_out, elided, degenerate = "", 0, None, 0, False, False
         while True:
             written = WORDS(text)
             words = max(budget - written, 1)
@@ -307,6 +315,7 @@ class AgentWrite:
                 chat.answered(content, answer.text)
             piece = strip_label(answer.text)
             meter.observe_text(piece, answer)
+            degenerate = meter.degenerate(piece, answer)
             if text and piece:
                 text += (" " if finish == "length" else "\n\n") + piece
             elif piece:
@@ -316,11 +325,11 @@ class AgentWrite:
             written = WORDS(text)
             short = written < self._cfg.min_section_ratio * budget
             no_room = room is not None and written >= room
-            if not text or not short or no_room or continuations >= self._cfg.max_continuations:
+            if not text or not short or no_room or degenerate or continuations >= self._cfg.max_continuations:
                 break
             continuations += 1
         return _Written(Section(idx, main_point, planned, budget, text, continuations, finish, tokens_out, elided),
-                        answer.key, answer.text)
+                        answer.key, answer.text, degenerate)
 
     async def _ask(self, stage: str, content: str | list[dict], max_tokens: int, prompt: Prompt, sample_index: int,
                    template: templates.PromptTemplate, json_schema: dict | None = None,
@@ -348,6 +357,9 @@ class AgentWrite:
 # A re-allocated section is asked for at least this many words (or its planned count if smaller), so
 # a section the plan promised is still written, briefly, when the words are nearly all spent.
 _MIN_SECTION_WORDS = 80
+# An answer shorter than this is not judged degenerate: a few tokens of markup ("**", a blank line)
+# have a high tokens-per-word ratio and mean nothing.
+_MIN_JUDGED_TOKENS = 64
 
 
 @dataclass(frozen=True)
@@ -355,6 +367,7 @@ class _Written:
     section: Section
     key: str | None
     raw: str
+    degenerate: bool = False   # its last answer spent more tokens per word than natural text (_Meter.degenerate)
 
     @property
     def text(self) -> str:
@@ -369,8 +382,10 @@ class _Meter:
     same requests (and cache keys) on a rerun.
     """
 
-    def __init__(self, tokens_per_word: float, headroom: float, context_window: int):
+    def __init__(self, tokens_per_word: float, headroom: float, context_window: int,
+                 max_tokens_per_word: float = math.inf):
         self._default_tpw = tokens_per_word
+        self.max_tpw = max_tokens_per_word
         self._headroom = headroom
         self.context = context_window
         self._prompt_tokens = self._prompt_chars = 0
@@ -390,7 +405,13 @@ class _Meter:
 
     def max_tokens(self, words: int) -> int:
         tpw = self._text_tokens / self._text_words if self._text_words >= 20 else self._default_tpw
+        tpw = min(tpw, self.max_tpw)
         return max(32, min(math.ceil(words * tpw * self._headroom), self.context // 2))
+
+    def degenerate(self, piece: str, answer: Completion) -> bool:
+        """Whether an answer spent more tokens per word than natural text does (see
+        AgentWriteConfig.max_tokens_per_word); short answers are not judged."""
+        return answer.tokens_out >= _MIN_JUDGED_TOKENS and answer.tokens_out > self.max_tpw * max(1, WORDS(piece))
 
     @staticmethod
     def tokens_for(words: int) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import platform
 import sys
 import tempfile
 from contextlib import contextmanager
@@ -68,6 +69,27 @@ def _load_formatter(model_path: Path):
     return Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos, add_generation_prompt=True)
 
 
+def flash_attention(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether the embedded server uses llama.cpp's fused (flash) attention: where it pays, which on a
+    CPU depends on the CPU. Measured with two threads (issue 24): on a 2-core host with AVX-512 and
+    native bfloat16, a judge request of 3,000 prompt tokens took 18 % less time with it; on a 2-core
+    AMD EPYC with AVX2 only, it decoded at 42 tokens/s after 2,000 tokens of context against 58
+    without (23 against 36 after 3,900), and prefilled at about the same speed. So on by default
+    except on x86 without AVX-512; LONGFORM_FLASH_ATTN=1 or 0 decides instead. The arithmetic
+    differs, so the same seed samples other text with it on than off."""
+    chosen = os.environ.get("LONGFORM_FLASH_ATTN")
+    if chosen in ("0", "1"):
+        return chosen == "1"
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return True
+    try:
+        with open(cpuinfo, encoding="utf-8") as info:
+            flags = next((line.split(":", 1)[1].split() for line in info if line.startswith("flags")), [])
+    except OSError:
+        return True
+    return "avx512f" in flags
+
+
 @contextmanager
 def _quiet_stderr():
     saved = os.dup(2)
@@ -119,9 +141,7 @@ class EmbeddedServer:
 
     def _model(self) -> dict:
         return {"n_ctx": self.context_window, "n_threads": self.n_threads, "n_threads_batch": self.n_threads,
-                # llama.cpp's fused attention on the CPU: a judge request of 3,000 prompt tokens took 18 %
-                # less time with it here (issue 24); the answers' log-probabilities move in the third digit.
-                "flash_attn": True}
+                "flash_attn": flash_attention()}
 
     def _arguments(self) -> tuple[list[str], dict[str, str] | None]:
         """The server's command-line arguments, or for adapters a config file of one model each
