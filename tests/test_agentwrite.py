@@ -334,6 +334,13 @@ def test_a_section_of_tokens_without_words_stops_the_sample(store):
     assert draft.length_stop == "degenerate_text" and len(draft.sections) == 2
     assert draft.sections[1].text == loop.strip() and draft.sections[1].continuations == 0   # kept, as written
 
+    open_loop = cfg.model_copy(update={"length_control": False})      # LongWriter's: every planned section
+    with FaultServer() as server:
+        server.push(_plan(100, 100, 100), {**_words(100), "tokens_out": 130},
+                    {**ok(loop), "tokens_out": 600}, _words(100))
+        [draft], _ = _write(_fault_endpoint(server), store, [Prompt("p", "y", target_words=300)], cfg=open_loop)
+    assert len(draft.sections) == 3 and draft.length_stop == "plan_done" and draft.sections[1].continuations == 0
+
 
 def test_a_measured_ratio_above_the_cap_does_not_size_requests():
     meter = _Meter(tokens_per_word=1.5, headroom=1.0, context_window=8192, max_tokens_per_word=4.0)

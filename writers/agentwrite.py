@@ -246,7 +246,7 @@ class AgentWrite:
                                     f"section {idx + 1} had no text after its label: {section.raw[:200]!r}")
             sections.append(section.section)
             total += section.section.words
-            if section.degenerate:
+            if control and section.degenerate:
                 return sections, LengthStop.DEGENERATE_TEXT
         if not control:
             return sections, LengthStop.PLAN_DONE
