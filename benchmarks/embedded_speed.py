@@ -127,11 +127,9 @@ def machine() -> str:
     GATEAU in float32 2.3× slower, and sampled other text from the same seeds)."""
     import torch
 
-    name = platform.processor() or platform.machine()
-    try:
-        name = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    from longform.models.embedded import cpu_info
+
+    name = cpu_info("model name") or platform.processor() or platform.machine()
     native = "native bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "no native bf16"
     return f"{name}, {os.cpu_count()} cores, {native}"
 

@@ -142,8 +142,9 @@ class AgentWriteConfig(_Section):
     # or symbols writes thousands of tokens and hardly a word, and length control, seeing the answer
     # short, would ask for ever more. An answer spending more tokens per word than this (over at least
     # 64 tokens) gets no continuation and, under length control, stops the sample after that section
-    # (`length_stop = "degenerate_text"`); no request is sized above this ratio. Natural text on SmolLM2's tokenizer: English 1.1-1.2, Chinese 1.3-1.7
-    # per character; one looping demo sample spent 7.3 over its whole text, 24 in its worst section.
+    # (`length_stop = "degenerate_text"`); no request is sized above this ratio. Natural text on
+    # SmolLM2's tokenizer: English 1.1-1.2, Chinese 1.3-1.7 per character; one looping demo sample
+    # spent 7.3 over its whole text, 24 in its worst section.
     max_tokens_per_word: float = Field(4.0, gt=0)
     # How a section request is laid out (writers/agentwrite.py says more). "single_message": LongWriter's
     # own, one user message holding the instruction, the plan, the text so far and which paragraph to

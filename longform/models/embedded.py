@@ -82,12 +82,19 @@ def flash_attention(cpuinfo: str = "/proc/cpuinfo") -> bool:
         return chosen == "1"
     if platform.machine().lower() not in ("x86_64", "amd64"):
         return True
+    flags = cpu_info("flags", cpuinfo)
+    return flags is None or "avx512f" in flags.split()
+
+
+def cpu_info(field: str, cpuinfo: str = "/proc/cpuinfo") -> str | None:
+    """The first `field` of /proc/cpuinfo ("flags", "model name"): "" where the file has none, None
+    where it cannot be read (not Linux)."""
     try:
         with open(cpuinfo, encoding="utf-8") as info:
-            flags = next((line.split(":", 1)[1].split() for line in info if line.startswith("flags")), [])
+            return next((line.split(":", 1)[1].strip() for line in info
+                         if line.split(":", 1)[0].strip() == field), "")
     except OSError:
-        return True
-    return "avx512f" in flags
+        return None
 
 
 @contextmanager
