@@ -125,12 +125,15 @@ def test_the_servers_logprobs_are_llama_cpps_own_computed_row_by_row():
     assert np.allclose(Llama.logits_to_logprobs(logits[0]), whole[0], atol=1e-6)   # one row: unchanged
 
 
-def test_the_server_computes_no_prompt_logits_and_answers_the_same():
-    """longform/models/llama_server.py's eval: logits for each batch's last token only, so the same
-    text and the same answer log-probabilities as llama-cpp-python's own eval; `echo` with
-    `logprobs`, which would read prompt rows, is refused."""
+def test_the_server_computes_no_prompt_logits_and_answers_the_same(monkeypatch):
+    """longform/models/llama_server.py's eval: logits for each batch's last token only, and its top
+    alternatives without sorting the vocabulary, so the same text and the same answer
+    log-probabilities as llama-cpp-python's own eval and sort; `echo` with `logprobs`, which would
+    read prompt rows, and more alternatives than the loop is given, are refused."""
+    import builtins
     import types
 
+    import llama_cpp.llama
     import numpy as np
     from llama_cpp import Llama
 
@@ -142,18 +145,40 @@ def test_the_server_computes_no_prompt_logits_and_answers_the_same():
 
     def ask(**extra):
         llm.reset()
-        out = llm.create_completion(prompt, max_tokens=4, temperature=0.0, logprobs=3, **extra)["choices"][0]
+        out = llm.create_completion(prompt, max_tokens=4, temperature=0.0, **{"logprobs": 3, **extra})["choices"][0]
         return out["text"], out["logprobs"]["token_logprobs"], out["logprobs"]["top_logprobs"]
 
-    assert Llama.eval is llama_server.eval_last_rows
-    text, logprobs, top = ask()
+    assert Llama.eval is llama_server.eval_last_rows and llama_cpp.llama.sorted is llama_server.sorted_top
+    text, logprobs, top = ask(logprobs=20)
     llm.eval = types.MethodType(llama_server._eval_every_row, llm)   # upstream: every row computed
-    text_upstream, logprobs_upstream, top_upstream = ask()
+    monkeypatch.setattr(llama_cpp.llama, "sorted", builtins.sorted)  # and sorted
+    text_upstream, logprobs_upstream, top_upstream = ask(logprobs=20)
     assert text == text_upstream and len(logprobs) == 4
     assert np.allclose(logprobs, logprobs_upstream, atol=1e-4)
-    assert [list(t) for t in top] == [list(t) for t in top_upstream]
+    assert [list(t) for t in top] == [list(t) for t in top_upstream] and len(top[0]) > 10
     with pytest.raises(ValueError, match="echo with logprobs"):
         ask(echo=True)
+    with pytest.raises(ValueError, match="logprobs over 20"):
+        ask(logprobs=21)
+
+
+def test_the_top_alternatives_are_what_a_full_sort_gives():
+    """sorted_top on a row with ties at, above and below its 20th value: the first 20 pairs of
+    Python's own sort (ties by the higher token id); anything else is sorted as usual."""
+    import numpy as np
+
+    from longform.models.llama_server import TOP_LOGPROBS_MAX, _Row, sorted_top
+
+    values = np.random.default_rng(0).integers(-40, 0, size=5000).astype(np.float32) / 4   # many ties
+    row = _Row(values)
+    full = sorted(zip(list(row), range(len(row))), reverse=True)
+    assert sorted_top(zip(row, range(len(row))), reverse=True) == full[:TOP_LOGPROBS_MAX]
+    assert sorted_top(zip(row, range(len(row)))) == sorted(zip(list(row), range(len(row))))   # ascending: as usual
+    started = iter(row)
+    next(started)
+    assert sorted_top(zip(started, range(len(row) - 1)), reverse=True) == \
+        sorted(zip(list(row)[1:], range(len(row) - 1)), reverse=True)                          # not at its start
+    assert sorted_top([3, 1, 2], reverse=True) == [3, 2, 1]
 
 
 def test_flash_attention_where_it_pays(tmp_path, monkeypatch):
